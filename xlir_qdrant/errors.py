@@ -1,0 +1,35 @@
+"""Domain errors. Each carries one line a person can act on; the CLI prints it in red."""
+
+from __future__ import annotations
+
+
+class XlirError(Exception):
+    """Base class: the message is a complete, user-facing sentence (reason + what to do)."""
+
+
+class ModelUnavailable(XlirError):
+    """A model cannot be loaded here (no weights cached, no network, missing package)."""
+
+
+class ModelMismatch(XlirError):
+    """A collection was built for another model or dimension."""
+
+
+class StoreLocked(XlirError):
+    """Another process holds the store directory."""
+
+
+class StoreUnavailable(XlirError):
+    """The store cannot be reached or opened (server down, unreadable path)."""
+
+
+class EmptyIndex(XlirError):
+    """Search or tag asked of an index that holds no images."""
+
+
+class BadQuery(XlirError):
+    """An empty or otherwise unusable query."""
+
+
+class ConfigError(XlirError):
+    """Ambiguous or invalid settings."""

@@ -1,0 +1,111 @@
+"""Open one image file safely: size limits, EXIF orientation, alpha on white, capture date."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_MEGAPIXELS = 150.0
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME = 0x0132
+
+
+class DecodeError(Exception):
+    """Why a file was skipped, phrased for a one-line message (reason + flag)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    image: Image.Image  # RGB, upright, possibly reduced by JPEG draft mode
+    width: int  # of the original file, upright
+    height: int
+    taken_at: str | None
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def decode(path: str, *, min_side: int = 0, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Decoded:
+    """Decode ``path`` for a model that needs at least ``min_side`` pixels on the short side.
+
+    JPEGs are decoded in draft mode (DCT scaling) at the smallest scale that still covers
+    ``min_side``: a 12 MP photo then decodes at 1/8 size, several times faster.
+    """
+    p = Path(path)
+    try:
+        if p.stat().st_size == 0:
+            raise DecodeError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(p)
+    except DecodeError:
+        raise
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError("not an image Pillow can read") from None
+    except OSError as exc:
+        raise DecodeError(exc.strerror or str(exc)) from None
+    try:
+        w, h = im.size
+        if w * h > max_megapixels * 1_000_000:
+            raise DecodeError(
+                f"{w}x{h} is {w * h / 1e6:.0f} MP, over the {max_megapixels:g} MP limit (raise --max-megapixels)"
+            )
+        exif = im.getexif()
+        taken_at = _taken_at(exif)
+        orientation = exif.get(0x0112, 1)
+        if orientation in (5, 6, 7, 8):
+            w, h = h, w
+        if im.format == "JPEG" and min_side:
+            im.draft("RGB", (min_side, min_side))
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        return Decoded(_to_rgb(im), w, h, taken_at)
+    except DecodeError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower() or "broken data stream" in reason.lower():
+            reason = "truncated or corrupt image data"
+        raise DecodeError(reason) from None
+    finally:
+        im.close()
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Composite any transparency on white: black backgrounds would read as 'night' to a model."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        im = ImageOps.autocontrast(im.convert("I").point(lambda v: v / 256).convert("L"))
+    return im.convert("RGB")
+
+
+def _taken_at(exif: Image.Exif) -> str | None:
+    raw = None
+    try:
+        raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    except (KeyError, ValueError, TypeError, OSError):
+        raw = exif.get(_DATETIME)
+    if not raw or not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None

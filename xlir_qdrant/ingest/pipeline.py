@@ -1,0 +1,248 @@
+"""scan -> decide (stat, hash) -> decode on worker threads -> embed in batches -> upsert.
+
+Incremental by construction: a file whose size and mtime match its stored point is skipped
+without being opened; a new or changed file is hashed, and if another point already holds the
+same content (a move or a copy) its vector is reused instead of decoding; points of files that
+vanished from a scanned root are deleted at the end, and only when that root was walked fully.
+Each batch is upserted as soon as it is embedded, so an interrupted run keeps what it stored.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..encoders.base import Encoder
+from ..errors import XlirError
+from ..records import Filter, IngestReport, Point
+from ..store.base import Store
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, sha256_file
+from .scan import FileInfo, ancestors, scan
+
+POINT_NAMESPACE = uuid.NAMESPACE_URL
+
+
+def point_id(path: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, os.path.abspath(path)))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Progress for the CLI: kind is 'found' (n files to embed), 'done' (n embedded or reused),
+    'skipped' (path, reason), 'removed' (n), 'optimizing', 'optimized'."""
+
+    kind: str
+    n: int = 0
+    path: str = ""
+    reason: str = ""
+
+
+@dataclass
+class IngestOptions:
+    batch_size: int = 32
+    workers: int = field(default_factory=lambda: max(1, min(8, (os.cpu_count() or 2))))
+    include_hidden: bool = False
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    prune: bool = True  # delete points of files that vanished from a scanned root
+    optimize: bool = True
+
+
+Progress = Callable[[Event], None]
+
+
+def _payload(info: FileInfo, sha: str, width: int, height: int, taken_at: str | None) -> dict[str, Any]:
+    return {
+        "path": info.path,
+        "dirs": ancestors(info.path),
+        "size": info.size,
+        "mtime": info.mtime,
+        "sha256": sha,
+        "width": width,
+        "height": height,
+        "taken_at": taken_at,
+    }
+
+
+def ingest(
+    roots: Sequence[Path],
+    encoder: Encoder,
+    store: Store,
+    options: IngestOptions | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    opts = options or IngestOptions()
+    emit = progress or (lambda _e: None)
+    start = time.perf_counter()
+    counts = dict(scanned=0, added=0, updated=0, unchanged=0, reused=0, removed=0, failed=0)
+
+    def skip(path: str, reason: str) -> None:
+        counts["failed"] += 1
+        emit(Event("skipped", path=path, reason=reason))
+
+    for root in roots:
+        root = Path(os.path.abspath(root))
+        if not root.exists():
+            # Never prune on a missing root: an unmounted drive must not empty the index.
+            skip(str(root), "no such file or folder")
+            continue
+        known = {p.payload["path"]: p.payload for p in store.scroll(filter=Filter(under=(str(root),)))}
+        if root.is_file():
+            known = {k: v for k, v in known.items() if k == str(root)}
+        walk_errors: list[str] = []
+
+        def walk_error(path: str, reason: str) -> None:
+            walk_errors.append(path)
+            skip(path, f"cannot read folder: {reason}")
+
+        seen: set[str] = set()
+        todo: list[FileInfo] = []
+        for info in scan(root, include_hidden=opts.include_hidden, on_error=walk_error):
+            counts["scanned"] += 1
+            seen.add(info.path)
+            old = known.get(info.path)
+            if old is not None and old.get("size") == info.size and old.get("mtime") == info.mtime:
+                counts["unchanged"] += 1
+            else:
+                todo.append(info)
+        emit(Event("found", n=len(todo)))
+        _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts)
+
+        gone = [path for path in known if path not in seen and not os.path.exists(path)]
+        if opts.prune and gone and not walk_errors:
+            store.delete([point_id(p) for p in gone])
+            counts["removed"] += len(gone)
+            emit(Event("removed", n=len(gone)))
+
+    if opts.optimize and store.needs_optimize():
+        emit(Event("optimizing"))
+        store.optimize()
+        emit(Event("optimized"))
+    return IngestReport(**counts, seconds=time.perf_counter() - start)
+
+
+def _embed_and_store(
+    todo: list[FileInfo],
+    known: dict[str, dict[str, Any]],
+    encoder: Encoder,
+    store: Store,
+    opts: IngestOptions,
+    emit: Progress,
+    skip: Callable[[str, str], None],
+    counts: dict[str, int],
+) -> None:
+    min_side = int(getattr(encoder, "input_size", 224)) + 32
+    preprocess = getattr(encoder, "preprocess", None)
+    store_lock = threading.Lock()  # workers look up hashes; not every backend is thread-safe
+
+    def prepare(info: FileInfo) -> tuple[FileInfo, str, Decoded | None, Any, Point | None]:
+        sha = sha256_file(info.path)
+        with store_lock:
+            source = _stored_with_hash(sha, store)
+        if source is not None:
+            return info, sha, None, None, source
+        decoded = decode(info.path, min_side=min_side, max_megapixels=opts.max_megapixels)
+        # Preprocessing on the worker keeps the main thread free for the model.
+        pixels = preprocess(decoded.image) if preprocess is not None else None
+        return info, sha, decoded, pixels, None
+
+    batch: list[tuple[FileInfo, str, Decoded, Any]] = []
+    for info, result in _bounded_map(prepare, todo, opts.workers, lookahead=max(2 * opts.batch_size, 8)):
+        if isinstance(result, BaseException):
+            reason = str(result) if isinstance(result, DecodeError) else _reason(result)
+            skip(info.path, reason)
+            continue
+        info, sha, decoded, pixels, source = result
+        if source is not None:
+            # Same bytes already stored (a move or a copy): reuse the vector, no decode.
+            counts["reused"] += 1
+            _count_change(info, known, counts, reused=True)
+            payload = _payload(info, sha, source.payload.get("width"), source.payload.get("height"),
+                               source.payload.get("taken_at"))
+            with store_lock:
+                store.upsert([Point(point_id(info.path), source.vector, {**source.payload, **payload})])
+            emit(Event("done", n=1))
+            continue
+        batch.append((info, sha, decoded, pixels))
+        if len(batch) >= opts.batch_size:
+            _flush(batch, known, encoder, store, emit, counts, store_lock)
+            batch = []
+    if batch:
+        _flush(batch, known, encoder, store, emit, counts, store_lock)
+
+
+def _stored_with_hash(sha: str, store: Store) -> Point | None:
+    """A stored point with this content, with its vector, or None."""
+    for point in store.scroll(filter=Filter(sha256=sha), with_vectors=True, batch=1):
+        if point.vector is not None:
+            return point
+    return None
+
+
+def _flush(batch, known, encoder, store, emit, counts, lock) -> None:  # noqa: ANN001 - private helper
+    pixels = [b[3] for b in batch]
+    if all(p is not None for p in pixels) and hasattr(encoder, "embed_pixels"):
+        vectors = encoder.embed_pixels(np.stack(pixels))
+    else:
+        vectors = encoder.embed_images([b[2].image for b in batch])
+    points = []
+    for (info, sha, decoded, _), vec in zip(batch, vectors, strict=True):
+        _count_change(info, known, counts, reused=False)
+        points.append(Point(point_id(info.path), vec, _payload(info, sha, decoded.width, decoded.height, decoded.taken_at)))
+    with lock:
+        store.upsert(points)
+    emit(Event("done", n=len(points)))
+
+
+def _count_change(info: FileInfo, known: dict[str, Any], counts: dict[str, int], *, reused: bool) -> None:
+    if info.path in known:
+        counts["updated"] += 1
+    elif not reused:
+        counts["added"] += 1
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if isinstance(exc, XlirError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _bounded_map(
+    fn: Callable[[FileInfo], Any], items: Iterable[FileInfo], workers: int, lookahead: int
+) -> Iterator[tuple[FileInfo, Any]]:
+    """Ordered map on a thread pool with at most ``lookahead`` results in memory.
+
+    Exceptions come back as values so one bad file cannot stop the run.
+    """
+    pending: deque[tuple[FileInfo, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xlir-decode") as pool:
+        try:
+            for item in items:
+                pending.append((item, pool.submit(fn, item)))
+                if len(pending) >= lookahead:
+                    yield _result(*pending.popleft())
+            while pending:
+                yield _result(*pending.popleft())
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+def _result(item: FileInfo, fut: Future) -> tuple[FileInfo, Any]:
+    try:
+        return item, fut.result()
+    except Exception as exc:  # noqa: BLE001 - reported per file by the caller
+        return item, exc

@@ -1,0 +1,82 @@
+"""The store seam. Every implementation passes the same test suite (tests/test_store.py).
+
+A collection holds one model's vectors: its single named vector is called after the model
+(``ModelSpec.vector_name``) and has the model's dimension, so the collection itself records
+which model built it. Opening it for another model raises ModelMismatch.
+
+Payload of each point (one point per image, id = uuid5 of the absolute path):
+    path (keyword, indexed), dirs (keyword array of every ancestor directory, indexed; this
+    is how "under this folder" filters work on any backend), size (int), mtime (float),
+    sha256 (keyword, indexed), width, height (int), taken_at (ISO-8601 string or null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..encoders.base import ModelSpec
+from ..records import Filter, Point, ScoredPoint
+
+INDEXED_KEYWORDS = ("path", "dirs", "sha256", "tags")
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    name: str
+    model: str  # the vector name, i.e. ModelSpec.vector_name of the model that built it
+    dim: int
+    points: int
+    indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
+
+
+class Store(Protocol):
+    """A Qdrant collection holding one model's image vectors."""
+
+    location: str  # a directory or a URL, for `xlir info`
+
+    def ensure_collection(self, name: str, spec: ModelSpec, *, create: bool = True) -> None:
+        """Open (or create when ``create``) collection ``name`` for ``spec``.
+
+        Raises ModelMismatch when the collection holds another model's vectors or dimension,
+        EmptyIndex when it does not exist and ``create`` is false.
+        """
+
+    def collections(self) -> list[CollectionInfo]: ...
+
+    def upsert(self, points: Sequence[Point]) -> None: ...
+
+    def query(
+        self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
+        min_score: float | None = None,
+    ) -> list[ScoredPoint]: ...
+
+    def recommend(
+        self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
+        *, limit: int, filter: Filter | None = None, min_score: float | None = None,
+    ) -> list[ScoredPoint]:
+        """Qdrant's recommend query (average-vector strategy) over raw vectors."""
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]: ...
+
+    def scroll(
+        self, *, filter: Filter | None = None, with_vectors: bool = False, batch: int = 512
+    ) -> Iterator[Point]: ...
+
+    def count(self, filter: Filter | None = None) -> int: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def delete_where(self, filter: Filter) -> None: ...
+
+    def needs_optimize(self) -> bool:
+        """True when enough points are not in the HNSW index that optimize() pays off."""
+
+    def optimize(self) -> None:
+        """Build indexes now (blocking). A no-op where the backend does it by itself."""
+
+    def close(self) -> None: ...
