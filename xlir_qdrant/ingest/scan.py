@@ -29,7 +29,7 @@ def image_extensions() -> frozenset[str]:
 class FileInfo:
     path: str  # absolute, normalised
     size: int
-    mtime: float
+    mtime_ns: int  # integer nanoseconds: floats lose digits on a JSON round trip
 
 
 def scan(
@@ -49,7 +49,7 @@ def scan(
     if root.is_file():
         if root.suffix.lower() in exts:
             st = root.stat()
-            yield FileInfo(str(root), st.st_size, st.st_mtime)
+            yield FileInfo(str(root), st.st_size, st.st_mtime_ns)
         return
     stack = [str(root)]
     while stack:
@@ -70,7 +70,7 @@ def scan(
                     subdirs.append(entry.path)
                 elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in exts:
                     st = entry.stat()
-                    yield FileInfo(entry.path, st.st_size, st.st_mtime)
+                    yield FileInfo(entry.path, st.st_size, st.st_mtime_ns)
             except OSError as exc:
                 if on_error:
                     on_error(entry.path, exc.strerror or type(exc).__name__)

@@ -6,7 +6,7 @@ which model built it. Opening it for another model raises ModelMismatch.
 
 Payload of each point (one point per image, id = uuid5 of the absolute path):
     path (keyword, indexed), dirs (keyword array of every ancestor directory, indexed; this
-    is how "under this folder" filters work on any backend), size (int), mtime (float),
+    is how "under this folder" filters work on any backend), size (int), mtime_ns (int),
     sha256 (keyword, indexed), width, height (int), taken_at (ISO-8601 string or null).
 """
 

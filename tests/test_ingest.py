@@ -1,0 +1,186 @@
+"""Indexing end to end on the embedded store with the colour fake: incremental behaviour."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import save
+from xlir_qdrant.config import Settings
+from xlir_qdrant.errors import EmptyIndex, ModelMismatch
+from xlir_qdrant.index import Index
+from xlir_qdrant.ingest.pipeline import Event, point_id
+
+
+def _index(tmp_path: Path, model: str = "fake-colour") -> Index:
+    return Index(Settings.load(store=tmp_path / "store", model=model, batch_size=2))
+
+
+def test_first_run_adds_everything_and_search_finds_by_colour(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        report = idx.index([colour_photos])
+        assert (report.scanned, report.added, report.failed) == (4, 4, 0)
+        assert Path(idx.search("red").hits[0].path).name == "red.jpg"
+        assert Path(idx.search("azul").hits[0].path).name == "blue.jpg"
+        hit = idx.search("緑").hits[0]
+        assert Path(hit.path).name == "green.png" and hit.size == (colour_photos / "green.png").stat().st_size
+
+
+def test_unchanged_files_are_not_opened_again(tmp_path: Path, colour_photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+    import xlir_qdrant.ingest.pipeline as pipeline
+
+    def no_open(*_a: object, **_k: object) -> None:
+        raise AssertionError("an unchanged file was read")
+
+    monkeypatch.setattr(pipeline, "sha256_file", no_open)
+    monkeypatch.setattr(pipeline, "decode", no_open)
+    with _index(tmp_path) as idx:
+        report = idx.index([colour_photos])
+    assert (report.unchanged, report.added, report.updated) == (4, 0, 0)
+
+
+def test_changed_file_is_reembedded(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        save(colour_photos / "red.jpg", (10, 10, 240))  # now blue
+        os.utime(colour_photos / "red.jpg", (1, 1))
+        report = idx.index([colour_photos])
+        assert report.updated == 1 and report.unchanged == 3
+        blues = [Path(h.path).name for h in idx.search("blue", top_k=2).hits]
+        assert set(blues) == {"red.jpg", "blue.jpg"}
+
+
+def test_moved_file_reuses_its_vector_and_vanished_file_is_removed(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        calls = idx.encoder.calls
+        shutil.move(colour_photos / "red.jpg", colour_photos / "trip" / "moved-red.jpg")
+        report = idx.index([colour_photos])
+        assert report.reused == 1 and report.removed == 1 and report.added == 0
+        assert idx.encoder.calls == calls  # nothing was embedded again
+        assert Path(idx.search("red").hits[0].path).name == "moved-red.jpg"
+        assert idx.count() == 4
+
+
+def test_copied_file_reuses_vector(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        calls = idx.encoder.calls
+        shutil.copy(colour_photos / "green.png", colour_photos / "copy.png")
+        report = idx.index([colour_photos])
+        assert report.reused == 1 and idx.encoder.calls == calls and idx.count() == 5
+
+
+def test_missing_root_never_empties_the_index(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        shutil.move(colour_photos, tmp_path / "elsewhere")
+        report = idx.index([colour_photos])
+        assert report.failed == 1 and report.removed == 0 and idx.count() == 4
+
+
+def test_keep_missing_keeps_entries(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        (colour_photos / "red.jpg").unlink()
+        assert idx.index([colour_photos], prune=False).removed == 0 and idx.count() == 4
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(tmp_path: Path, colour_photos: Path) -> None:
+    (colour_photos / "empty.jpg").write_bytes(b"")
+    (colour_photos / "text.png").write_text("not an image")
+    full = save(tmp_path / "full.jpg", (1, 2, 3), size=(200, 200))
+    (colour_photos / "cut.jpg").write_bytes(full.read_bytes()[:300])
+    events: list[Event] = []
+    with _index(tmp_path) as idx:
+        report = idx.index([colour_photos], progress=events.append)
+        assert report.added == 4 and report.failed == 3 and idx.count() == 4
+    skipped = {Path(e.path).name: e.reason for e in events if e.kind == "skipped"}
+    assert set(skipped) == {"empty.jpg", "text.png", "cut.jpg"}
+    assert all(reason and "\n" not in reason for reason in skipped.values())
+
+
+def test_interrupted_run_keeps_stored_batches_and_resumes(tmp_path: Path, colour_photos: Path) -> None:
+    for i in range(6):
+        save(colour_photos / "more" / f"{i}.png", (i * 40, 100, 100))
+    stop_after = 2
+
+    def interrupt(ev: Event) -> None:
+        if ev.kind == "done":
+            nonlocal stop_after
+            stop_after -= 1
+            if stop_after == 0:
+                raise KeyboardInterrupt
+
+    with _index(tmp_path) as idx, pytest.raises(KeyboardInterrupt):
+        idx.index([colour_photos], progress=interrupt)
+    with _index(tmp_path) as idx:
+        stored = idx.count()
+        assert 0 < stored < 10
+        report = idx.index([colour_photos])
+        assert report.unchanged == stored and report.added == 10 - stored and idx.count() == 10
+
+
+def test_point_id_is_uuid5_of_absolute_path(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        path = str((colour_photos / "red.jpg").resolve())
+        [point] = idx.store.retrieve([point_id(path)])
+        assert point.payload["path"] == path and point.payload["sha256"]
+        assert point.payload["width"] == 64 and point.payload["height"] == 48
+
+
+def test_search_in_folder_filter(tmp_path: Path, colour_photos: Path) -> None:
+    save(tmp_path / "photos-other" / "red2.jpg", (240, 10, 10))
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos, tmp_path / "photos-other"])
+        hits = idx.search("red", under=[colour_photos / "trip"]).hits
+        assert {Path(h.path).parent.name for h in hits} == {"trip"}
+        hits = idx.search("red", under=[colour_photos]).hits
+        assert "red2.jpg" not in {Path(h.path).name for h in hits}
+
+
+def test_negative_terms_push_results_away(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        plain = {Path(h.path).name: h.score for h in idx.search("white").hits}
+        pushed = [Path(h.path).name for h in idx.search("white", negatives=["red", "green"]).hits]
+        # Without negatives red, green and blue tie behind white; "not red, not green" leaves blue.
+        assert abs(plain["red.jpg"] - plain["blue.jpg"]) < 0.05
+        assert pushed[:2] == ["white.webp", "blue.jpg"]
+
+
+def test_image_query_finds_similar_photo(tmp_path: Path, colour_photos: Path) -> None:
+    probe = save(tmp_path / "probe.jpg", (20, 210, 40))
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        assert Path(idx.search(image=probe).hits[0].path).name == "green.png"
+
+
+def test_search_before_index_and_with_other_model_are_refused(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx, pytest.raises(EmptyIndex, match="xlir index"):
+        idx.search("red")
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+    with _index(tmp_path, model="fake-colour-wide") as idx, pytest.raises(ModelMismatch, match="fake-colour"):
+        idx.search("red")
+
+
+def test_search_without_model_uses_the_collections_model(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path, model="fake-colour-wide") as idx:
+        idx.index([colour_photos])
+    with Index(Settings.load(store=tmp_path / "store")) as idx:
+        assert idx.model_spec().id == "fake-colour-wide"
+        assert Path(idx.search("red").hits[0].path).name == "red.jpg"
+
+
+def test_remove_forgets_folder_but_not_files(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        assert idx.remove([colour_photos / "trip"]) == 2
+        assert idx.count() == 2 and (colour_photos / "trip" / "blue.jpg").exists()

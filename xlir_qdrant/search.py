@@ -1,0 +1,105 @@
+"""Text, image, negative and filtered queries -> Hit records."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .encoders.base import Encoder
+from .errors import BadQuery
+from .ingest.decode import DecodeError, decode
+from .records import Filter, Hit, ScoredPoint
+from .store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[Hit]
+    model: str
+    lang: str | None = None  # the query language a language-aware model was given
+    notes: list[str] = field(default_factory=list)
+
+
+def query_language(encoder: Encoder, text: str, lang: str | None) -> str | None:
+    """Models that need the query language get ``lang`` or a detected one; others get None."""
+    if lang or not encoder.spec.needs_lang:
+        return lang
+    from .encoders.lang import detect_language
+
+    return detect_language(text)
+
+
+def search(
+    encoder: Encoder,
+    store: Store,
+    *,
+    query: str | None = None,
+    image: Path | None = None,
+    negatives: tuple[str, ...] = (),
+    top_k: int = 10,
+    min_score: float | None = None,
+    lang: str | None = None,
+    under: tuple[Path, ...] = (),
+) -> SearchResult:
+    text = validate(query, image, top_k)
+    negatives = tuple(n.strip() for n in negatives if n and n.strip())
+    flt = _filter(under)
+    used_lang = query_language(encoder, text, lang) if text else lang
+
+    positives = []
+    if text:
+        positives.append(encoder.embed_texts([text], lang=used_lang)[0])
+    if image is not None:
+        positives.append(encoder.embed_images([_load_query_image(image)])[0])
+    if negatives:
+        neg_lang = query_language(encoder, negatives[0], lang)
+        neg = list(encoder.embed_texts(list(negatives), lang=neg_lang))
+        scored = store.recommend(positives, neg, limit=top_k, filter=flt, min_score=min_score)
+    elif len(positives) == 1:
+        scored = store.query(positives[0], limit=top_k, filter=flt, min_score=min_score)
+    else:
+        scored = store.recommend(positives, [], limit=top_k, filter=flt, min_score=min_score)
+    return SearchResult(hits=to_hits(scored), model=encoder.spec.id, lang=used_lang)
+
+
+def validate(query: str | None, image: Path | None, top_k: int) -> str:
+    """The query text, stripped; refuses a query with nothing to search for."""
+    text = (query or "").strip()
+    if not text and image is None:
+        raise BadQuery("empty query: give words to search for, or --image FILE to find similar photos")
+    if top_k < 1:
+        raise BadQuery("--top-k must be at least 1")
+    return text
+
+
+def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
+    hits = []
+    for rank, sp in enumerate(scored, start=1):
+        p = sp.payload
+        date = p.get("taken_at")
+        if not date and p.get("mtime_ns") is not None:
+            date = datetime.fromtimestamp(int(p["mtime_ns"]) / 1e9).isoformat(timespec="seconds")
+        hits.append(Hit(rank=rank, score=round(float(sp.score), 4), path=p.get("path", ""), date=date,
+                        size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height")))
+    return hits
+
+
+def _filter(under: tuple[Path, ...]) -> Filter | None:
+    if not under:
+        return None
+    dirs, files = [], []
+    for p in under:
+        absolute = os.path.abspath(os.path.expanduser(p))
+        (files if os.path.isfile(absolute) else dirs).append(absolute)
+    return Filter(under=tuple(dirs), paths=tuple(files))
+
+
+def _load_query_image(path: Path):  # noqa: ANN202 - PIL image
+    try:
+        return decode(str(path), min_side=512).image
+    except DecodeError as exc:
+        raise BadQuery(f"cannot use {path} as a query image: {exc}") from None
+    except FileNotFoundError:
+        raise BadQuery(f"query image {path} does not exist") from None
