@@ -6,6 +6,7 @@ Adding a model is adding a ModelSpec with a loader; nothing else branches on mod
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def resolve_device(device: str) -> str:
     """'auto' picks cuda:0 when torch sees a GPU, else cpu; an explicit cuda without one fails."""
     if device not in {"auto", "cpu"} and not device.startswith("cuda"):
         raise ModelUnavailable(f"unknown device {device!r}; use auto, cpu or cuda")
-    if device == "cpu":
+    if device == "cpu" or (device == "auto" and not _may_have_cuda()):
         return "cpu"
     import torch
 
@@ -122,6 +123,16 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cpu"
     raise ModelUnavailable(f"--device {device} asked for, but torch sees no CUDA GPU; use --device cpu")
+
+
+def _may_have_cuda() -> bool:
+    """Cheap check before importing torch (~2 s): no NVIDIA driver visible means no CUDA."""
+    import glob
+    import sys
+
+    if sys.platform != "linux":
+        return sys.platform == "win32"
+    return os.path.exists("/proc/driver/nvidia") or bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def normalise(x: NDArray[np.floating]) -> NDArray[np.float32]:

@@ -34,11 +34,11 @@ def open_store(
     qdrant_url: str | None = None,
     api_key: str | None = None,
     timeout: float = 10.0,
-    holder: str | None = None,
+    purpose: str | None = None,
 ) -> Store:
     """The embedded Edge store under ``root``, or a Qdrant server when ``qdrant_url`` is set.
 
-    ``holder`` describes this process (e.g. "xlir index") to a second process that finds the
+    ``purpose`` describes this process (e.g. "xlir index") to a second process that finds the
     embedded store locked. Refusing ambiguous settings (both a URL and an explicit store
     directory) is the settings layer's job; here the URL simply wins.
     """
@@ -48,7 +48,7 @@ def open_store(
         return ServerStore.connect(qdrant_url, api_key=api_key, timeout=timeout)
     from .edge import EdgeStore
 
-    return EdgeStore(Path(root), holder=holder)
+    return EdgeStore(Path(root), purpose=purpose)
 
 
 def mismatch_message(collection: str, vectors: dict[str, int], spec: ModelSpec) -> str:

@@ -1,0 +1,474 @@
+"""One suite for every Store backend: EdgeStore (embedded) and ServerStore (qdrant-client).
+
+Backend-specific behaviour (file locks, server connection) is tested at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+
+from xlir_qdrant.encoders.base import ModelSpec
+from xlir_qdrant.errors import (
+    BadQuery,
+    ConfigError,
+    EmptyIndex,
+    ModelMismatch,
+    StoreLocked,
+    StoreUnavailable,
+)
+from xlir_qdrant.records import Filter, Point
+from xlir_qdrant.store import open_store
+from xlir_qdrant.store.edge import EdgeStore
+from xlir_qdrant.store.server import ServerStore
+
+DIM = 8
+SPEC = ModelSpec(
+    id="test-model", dim=DIM, languages=("en",), licence="test", size_mb=0, bundled=False,
+    needs_lang=False, loader="tests:none",
+)
+OTHER_MODEL = replace(SPEC, id="other-model")
+OTHER_DIM = replace(SPEC, dim=16)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- fixtures and data ----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["edge", "server"])
+def opener(request, tmp_path):
+    """open_(persistent=False) -> a fresh store handle; every handle is closed at teardown."""
+    handles = []
+
+    def open_(persistent: bool = False):
+        if request.param == "edge":
+            # A low threshold so the optimize test builds a real HNSW index on a few points.
+            store = EdgeStore(tmp_path / "store", purpose="pytest", optimize_after=50)
+        else:
+            store = ServerStore.local(tmp_path / "qdrant" if persistent else ":memory:")
+        handles.append(store)
+        return store
+
+    open_.backend = request.param
+    yield open_
+    for handle in handles:
+        handle.close()
+
+
+@pytest.fixture
+def store(opener):
+    store = opener()
+    store.ensure_collection("photos", SPEC)
+    return store
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def make_point(path: str, vector, **payload) -> Point:
+    dirs = [str(p) for p in PurePosixPath(path).parents]
+    base = {
+        "path": path, "dirs": dirs, "size": 1234, "mtime_ns": 1_700_000_000_123_456_789,
+        "sha256": f"sha-{path}", "width": 4, "height": 3, "taken_at": None, "tags": [],
+    }
+    return Point(str(uuid.uuid5(uuid.NAMESPACE_URL, path)), unit(vector), {**base, **payload})
+
+
+def random_points(n: int, seed: int = 0, folder: str = "/a/photos") -> list[Point]:
+    rng = np.random.default_rng(seed)
+    return [make_point(f"{folder}/{i}.jpg", rng.standard_normal(DIM)) for i in range(n)]
+
+
+def cosines(points: list[Point], query: np.ndarray) -> np.ndarray:
+    return np.stack([p.vector for p in points]) @ unit(query)
+
+
+# -- the shared contract -------------------------------------------------------------------
+
+
+def test_query_returns_nearest_first_with_cosine_scores(store):
+    points = random_points(40)
+    store.upsert(points)
+    query = np.random.default_rng(1).standard_normal(DIM).astype(np.float32)
+
+    hits = store.query(query, limit=5)
+
+    expected = cosines(points, query)
+    order = np.argsort(-expected)[:5]
+    assert [h.id for h in hits] == [points[i].id for i in order]
+    assert [h.score for h in hits] == pytest.approx(expected[order].tolist(), abs=1e-5)
+    assert hits[0].payload["path"] == points[order[0]].payload["path"]
+
+
+def test_min_score_keeps_only_hits_at_or_above_it(store):
+    points = random_points(40)
+    store.upsert(points)
+    query = np.random.default_rng(2).standard_normal(DIM).astype(np.float32)
+    ranked = np.sort(cosines(points, query))[::-1]
+    threshold = float(ranked[2] + ranked[3]) / 2  # between the 3rd and 4th best
+
+    hits = store.query(query, limit=10, min_score=threshold)
+
+    assert len(hits) == 3
+    assert all(h.score >= threshold for h in hits)
+
+
+def test_filter_under_takes_a_dir_and_its_subdirs_but_not_a_prefix_sibling(store):
+    store.upsert([
+        make_point("/a/photos/x.jpg", [1, 0, 0, 0, 0, 0, 0, 0]),
+        make_point("/a/photos/sub/y.jpg", [1, 1, 0, 0, 0, 0, 0, 0]),
+        make_point("/a/photos2/z.jpg", [1, 0.1, 0, 0, 0, 0, 0, 0]),
+        make_point("/b/w.jpg", [1, 0.2, 0, 0, 0, 0, 0, 0]),
+    ])
+    under = Filter(under=("/a/photos",))
+
+    hits = store.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10, filter=under)
+
+    assert {h.payload["path"] for h in hits} == {"/a/photos/x.jpg", "/a/photos/sub/y.jpg"}
+    assert store.count(under) == 2
+    assert {p.payload["path"] for p in store.scroll(filter=under)} == {
+        "/a/photos/x.jpg", "/a/photos/sub/y.jpg"}
+    both = Filter(under=("/a/photos/sub", "/b"))
+    assert {p.payload["path"] for p in store.scroll(filter=both)} == {
+        "/a/photos/sub/y.jpg", "/b/w.jpg"}
+
+
+def test_filter_by_paths_by_sha256_and_both_together(store):
+    points = random_points(10)
+    store.upsert(points)
+    wanted = (points[1].payload["path"], points[4].payload["path"])
+    query = points[0].vector
+
+    by_paths = store.query(query, limit=10, filter=Filter(paths=wanted))
+    by_hash = store.query(query, limit=10, filter=Filter(sha256=points[7].payload["sha256"]))
+    conflicting = Filter(paths=wanted, sha256=points[7].payload["sha256"])
+
+    assert {h.payload["path"] for h in by_paths} == set(wanted)
+    assert [h.id for h in by_hash] == [points[7].id]
+    assert store.count(conflicting) == 0  # conditions are ANDed
+
+
+def test_recommend_with_a_negative_moves_results_away_from_it(store):
+    e0, e1 = np.eye(DIM, dtype=np.float32)[:2]
+    near_both = make_point("/a/photos/near_both.jpg", 0.85 * e0 + 0.5 * e1)
+    away = make_point("/a/photos/away.jpg", 0.8 * e0 - 0.6 * e1)
+    noise = [make_point(f"/a/noise/{i}.jpg", np.r_[0, 0, v]) for i, v in
+             enumerate(np.random.default_rng(3).standard_normal((10, DIM - 2)))]  # orthogonal
+    store.upsert([near_both, away, *noise])
+
+    plain = store.recommend([e0], [], limit=2)
+    steered = store.recommend([e0], [e1], limit=2)
+
+    assert [h.id for h in plain] == [near_both.id, away.id]
+    assert [h.id for h in steered] == [away.id, near_both.id]
+    average = unit(2 * e0 - e1)  # Qdrant's average_vector: avg(pos) + (avg(pos) - avg(neg))
+    assert steered[0].score == pytest.approx(float(away.vector @ average), abs=1e-5)
+    with pytest.raises(BadQuery):
+        store.recommend([], [e1], limit=2)
+
+
+def test_recommend_honours_filter_and_min_score(store):
+    points = random_points(20)
+    store.upsert(points)
+    pos = [points[0].vector, points[1].vector]
+    only = Filter(paths=(points[5].payload["path"], points[6].payload["path"]))
+
+    hits = store.recommend(pos, [points[2].vector], limit=10, filter=only)
+    strict = store.recommend(pos, [], limit=10, min_score=0.999)
+
+    assert {h.id for h in hits} == {points[5].id, points[6].id}
+    assert strict == []  # no stored point is (almost) the mean of two random ones
+
+
+def test_retrieve_round_trips_vectors_and_payload_in_the_callers_order(store):
+    points = random_points(6)
+    store.upsert(points)
+    missing = str(uuid.uuid4())
+
+    got = store.retrieve([points[4].id, missing, points[1].id], with_vectors=True)
+    bare = store.retrieve([points[2].id])
+
+    assert [p.id for p in got] == [points[4].id, points[1].id]
+    np.testing.assert_allclose(got[0].vector, points[4].vector, atol=1e-6)
+    assert got[0].vector.dtype == np.float32
+    assert got[0].payload == points[4].payload
+    assert bare[0].vector is None and bare[0].payload["path"] == points[2].payload["path"]
+    assert store.retrieve([]) == []
+
+
+def test_upsert_of_an_existing_id_replaces_vector_and_payload(store):
+    first = make_point("/a/photos/x.jpg", [1, 0, 0, 0, 0, 0, 0, 0], size=1)
+    store.upsert([first])
+    moved = make_point("/a/photos/x.jpg", [0, 1, 0, 0, 0, 0, 0, 0], size=2)
+
+    store.upsert([moved])
+
+    (got,) = store.retrieve([first.id], with_vectors=True)
+    assert store.count() == 1
+    assert got.payload["size"] == 2
+    np.testing.assert_allclose(got.vector, moved.vector, atol=1e-6)
+
+
+def test_scroll_pages_through_more_points_than_one_batch(store):
+    points = random_points(30)
+    store.upsert(points)
+
+    seen = list(store.scroll(batch=7, with_vectors=True))
+
+    assert sorted(p.id for p in seen) == sorted(p.id for p in points)
+    assert all(p.vector is not None and p.vector.shape == (DIM,) for p in seen)
+    assert all(p.vector is None for p in store.scroll(batch=7))
+
+
+def test_count_with_and_without_filter(store):
+    assert store.count() == 0
+    store.upsert(random_points(12) + random_points(5, seed=9, folder="/c"))
+
+    assert store.count() == 17
+    assert store.count(Filter(under=("/c",))) == 5
+    assert store.count(Filter()) == 17  # an empty filter is no filter
+
+
+def test_delete_by_id_and_by_filter(store):
+    points = random_points(10) + random_points(4, seed=5, folder="/a/photos/sub")
+    store.upsert(points)
+
+    store.delete([points[0].id, points[1].id])
+    store.delete([])
+    store.delete_where(Filter(under=("/a/photos/sub",)))
+
+    assert store.count() == 8
+    assert store.retrieve([points[0].id, points[2].id]) == store.retrieve([points[2].id])
+    assert store.count(Filter(under=("/a/photos/sub",))) == 0
+    with pytest.raises(ValueError):
+        store.delete_where(Filter())  # would delete everything
+    assert store.count() == 8
+
+
+def test_ensure_collection_refuses_another_model(store):
+    store.upsert(random_points(3))
+
+    with pytest.raises(ModelMismatch) as other_model:
+        store.ensure_collection("photos", OTHER_MODEL)
+    with pytest.raises(ModelMismatch) as other_dim:
+        store.ensure_collection("photos", OTHER_DIM, create=False)
+
+    message = str(other_model.value)
+    assert "\n" not in message
+    assert "'photos'" in message and "model test-model (8-d)" in message
+    assert "--model test-model" in message and "other-model" in message
+    assert "--collection" in message
+    assert "(16-d)" in str(other_dim.value) and "(8-d)" in str(other_dim.value)
+    assert store.count() == 3  # the open collection is untouched
+
+
+def test_missing_collection_without_create_is_an_empty_index(opener):
+    store = opener()
+
+    with pytest.raises(EmptyIndex) as err:
+        store.ensure_collection("photos", SPEC, create=False)
+
+    assert "xlir index" in str(err.value) and "\n" not in str(err.value)
+    assert store.collections() == []
+
+
+def test_collections_lists_each_collection_with_model_dim_and_points(store):
+    store.upsert(random_points(5))
+    store.ensure_collection("wide", OTHER_DIM)
+    store.upsert([make_point(f"/w/{i}.jpg", np.arange(16) + i) for i in range(2)])
+
+    infos = {info.name: info for info in store.collections()}
+
+    assert set(infos) == {"photos", "wide"}
+    assert (infos["photos"].model, infos["photos"].dim, infos["photos"].points) == (
+        SPEC.vector_name, 8, 5)
+    assert (infos["wide"].model, infos["wide"].dim, infos["wide"].points) == (
+        OTHER_DIM.vector_name, 16, 2)
+    assert all(i.indexed_vectors is None or i.indexed_vectors >= 0 for i in infos.values())
+
+
+def test_reopen_keeps_points_and_payload(opener):
+    points = random_points(25)
+    with opener(persistent=True) as first:
+        first.ensure_collection("photos", SPEC)
+        first.upsert(points)
+        before = first.query(points[3].vector, limit=3)
+
+    with opener(persistent=True) as again:
+        again.ensure_collection("photos", SPEC, create=False)
+        after = again.query(points[3].vector, limit=3)
+        assert again.count() == 25
+        assert [h.id for h in after] == [h.id for h in before]
+        assert after[0].payload == points[3].payload
+        with pytest.raises(ModelMismatch):
+            again.ensure_collection("photos", OTHER_MODEL)
+
+
+def test_optimize_builds_the_index_and_search_stays_exact(opener, store):
+    points = random_points(120)
+    store.upsert(points)
+    query = np.random.default_rng(7).standard_normal(DIM).astype(np.float32)
+    before = store.query(query, limit=10)
+    expects_index = opener.backend == "edge"  # a server indexes in the background
+
+    assert store.needs_optimize() is expects_index
+    store.optimize()
+
+    after = store.query(query, limit=10)
+    assert store.needs_optimize() is False
+    assert [h.id for h in after] == [h.id for h in before]
+    assert [h.score for h in after] == pytest.approx([h.score for h in before], abs=1e-5)
+    if expects_index:
+        (info,) = store.collections()
+        assert info.indexed_vectors == 120
+    store.upsert(random_points(5, seed=8, folder="/later"))
+    assert store.count() == 125 and store.needs_optimize() is False
+
+
+def test_close_is_idempotent_and_the_store_is_a_context_manager(opener):
+    with opener() as store:
+        store.ensure_collection("photos", SPEC)
+        store.upsert(random_points(2))
+        assert store.count() == 2
+    store.close()
+
+    with pytest.raises(RuntimeError):
+        store.count()
+
+
+def test_a_vectorless_point_is_refused(store):
+    with pytest.raises(ValueError):
+        store.upsert([Point(str(uuid.uuid4()), None, {"path": "/x.jpg"})])
+
+
+# -- EdgeStore: one process per store directory ---------------------------------------------
+
+_HOLDER = """
+import sys
+from pathlib import Path
+from xlir_qdrant.store.edge import EdgeStore
+store = EdgeStore(Path(sys.argv[1]), purpose="xlir index")
+print("ready", flush=True)
+sys.stdin.readline()
+store.close()
+"""
+
+
+def _spawn_holder(root: Path) -> subprocess.Popen:
+    paths = [str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(root)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_edge_store_refuses_a_second_process_and_names_the_holder(tmp_path):
+    root = tmp_path / "store"
+    child = _spawn_holder(root)
+    try:
+        with pytest.raises(StoreLocked) as err:
+            EdgeStore(root)
+        message = str(err.value)
+        assert message == (
+            f"store {root} is in use by process {child.pid} (xlir index); "
+            f"wait for it to finish or use --store to pick another directory"
+        )
+    finally:
+        child.communicate("\n", timeout=30)
+    assert child.returncode == 0
+
+    with EdgeStore(root) as store:  # released on close
+        store.ensure_collection("photos", SPEC)
+        assert store.count() == 0
+
+
+def test_edge_lock_dies_with_a_killed_process(tmp_path):
+    root = tmp_path / "store"
+    child = _spawn_holder(root)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+
+    with EdgeStore(root, purpose="xlir search") as store:
+        assert (root / "xlir.lock").read_text().split() == [str(os.getpid()), "xlir", "search"]
+        store.ensure_collection("photos", SPEC)
+
+
+def test_edge_store_refuses_a_second_handle_in_the_same_process(tmp_path):
+    first = EdgeStore(tmp_path, purpose="xlir index")
+    with pytest.raises(StoreLocked, match=f"process {os.getpid()} \\(xlir index\\)"):
+        EdgeStore(tmp_path)
+    first.close()
+    EdgeStore(tmp_path).close()
+
+
+def test_edge_shard_held_outside_xlir_is_store_locked(tmp_path):
+    import qdrant_edge
+
+    with EdgeStore(tmp_path) as store:
+        store.ensure_collection("photos", SPEC)
+    raw = qdrant_edge.EdgeShard.load(str(tmp_path / "collections" / "photos"))  # no xlir.lock
+    try:
+        with EdgeStore(tmp_path) as store, pytest.raises(StoreLocked, match="is in use"):
+            store.ensure_collection("photos", SPEC)
+    finally:
+        raw.close()
+
+
+def test_edge_store_refuses_an_unsafe_collection_name(tmp_path):
+    with EdgeStore(tmp_path) as store, pytest.raises(ConfigError):
+        store.ensure_collection("../escape", SPEC)
+
+
+def test_edge_store_in_an_unusable_directory_is_unavailable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    with pytest.raises(StoreUnavailable, match="--store"):
+        EdgeStore(blocker / "store")
+
+
+# -- ServerStore: connection and local-mode lock --------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_server_is_one_line_naming_the_url():
+    url = f"http://127.0.0.1:{_closed_port()}"
+
+    with pytest.raises(StoreUnavailable) as err:
+        ServerStore.connect(url, api_key=None, timeout=2)
+
+    message = str(err.value)
+    assert message.startswith(f"cannot reach Qdrant at {url}: ")
+    assert "XLIR_QDRANT_URL" in message and "\n" not in message
+
+
+def test_local_mode_folder_in_use_is_store_locked(tmp_path):
+    with ServerStore.local(tmp_path / "qdrant"), pytest.raises(StoreLocked, match="is in use"):
+        ServerStore.local(tmp_path / "qdrant")
+
+
+def test_open_store_picks_the_backend(tmp_path):
+    with open_store(tmp_path / "store", purpose="xlir info") as store:
+        assert isinstance(store, EdgeStore)
+        assert store.location == str(tmp_path / "store")
+    with pytest.raises(StoreUnavailable):
+        open_store(tmp_path, qdrant_url=f"http://127.0.0.1:{_closed_port()}", timeout=2)
