@@ -19,7 +19,7 @@ from xlir_qdrant.errors import XlirError
 from xlir_qdrant.index import Index
 from xlir_qdrant.ingest.pipeline import Event
 
-from .render import hits_table, human_size, print_json_lines
+from .render import hits_table, print_json_lines
 
 ENV_HELP = (
     "Environment: XLIR_HOME (data dir), XLIR_STORE, XLIR_QDRANT_URL, XLIR_QDRANT_API_KEY, "
@@ -213,7 +213,11 @@ def _device_line() -> str:
 
 @app.command()
 def models(json: JsonOpt = False) -> None:
-    """The model registry, and whether each model can run here right now, offline."""
+    """The model registry, and whether each model can run here right now, offline.
+
+    Bundled models need no network; hub models download once on first use (see README).
+    --json adds licence and description.
+    """
     from xlir_qdrant.encoders.base import offline_ready, registry
 
     rows = []
@@ -225,14 +229,15 @@ def models(json: JsonOpt = False) -> None:
     if json:
         print_json_lines(out, rows)
         return
-    table = Table(header_style="bold")
+    table = Table(header_style="bold", caption="* needs the query language: --lang, else detected")
     table.add_column("model", no_wrap=True)
-    for name in ("dim", "langs", "licence", "size", "source", "needs --lang", "offline now"):
-        table.add_column(name)
+    for name in ("dim", "langs", "size", "source", "offline"):
+        table.add_column(name, no_wrap=True)
     for r in rows:
-        table.add_row(r["id"], str(r["dim"]), str(r["languages"]), r["licence"], human_size(r["size_mb"] << 20),
-                      "bundled" if r["bundled"] else "hub download", "detected" if r["needs_lang"] else "no",
-                      "[green]yes[/green]" if r["offline_ready"] else f"[red]no[/red] ({r['status']})")
+        size = f"{r['size_mb'] / 1024:.1f} GB" if r["size_mb"] >= 1024 else f"{r['size_mb']} MB"
+        table.add_row(r["id"] + (" *" if r["needs_lang"] else ""), str(r["dim"]), str(r["languages"]), size,
+                      "bundled" if r["bundled"] else "hub",
+                      "[green]yes[/green]" if r["offline_ready"] else "[red]no[/red]")
     out.print(table)
 
 
