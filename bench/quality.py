@@ -106,7 +106,7 @@ def main() -> None:
         logits = logits_for(variant, images)
         for tname, syn in itertools.product(TEMPLATES, (True, False)):
             labels = label_matrix(ConseParams(variant=variant, templates=TEMPLATES[tname], all_synonyms=syn))
-            for top_t, temp in itertools.product((1, 3, 5, 10, 20, 50, 1000), (0.5, 1.0, 2.0)):
+            for top_t, temp in itertools.product((1, 5, 10, 20, 30, 50, 1000), (0.5, 1.0, 2.0, 3.0, 4.0)):
                 r = score(image_vectors(logits, labels, top_t, temp), qvec, queries)["all"]
                 rows.append((r["MRR"], r["R@1"], r["R@5"], variant, tname, syn, top_t, temp))
     rows.sort(reverse=True)
