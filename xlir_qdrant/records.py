@@ -29,16 +29,18 @@ class ScoredPoint:
 class Filter:
     """The payload filters xlir uses; each store translates it to its own API.
 
-    ``under``: keep images whose absolute path is at or below one of these directories.
+    ``under``: keep images at or below one of these directories, or that are one of these files.
     ``paths``: keep exactly these absolute paths. ``sha256``: keep images with this content hash.
+    Non-empty fields combine with AND.
     """
 
     under: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
     sha256: str | None = None
+    tags: tuple[str, ...] = ()  # keep images tagged with any of these concept ids
 
     def is_empty(self) -> bool:
-        return not (self.under or self.paths or self.sha256)
+        return not (self.under or self.paths or self.sha256 or self.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,20 @@ class IngestReport:
     removed: int = 0
     failed: int = 0
     seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    """One tag for one image: a concept id, its name in the asked language, and a score."""
+
+    rank: int
+    id: str
+    name: str
+    lang: str
+    score: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

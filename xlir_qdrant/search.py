@@ -89,11 +89,7 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
 def _filter(under: tuple[Path, ...]) -> Filter | None:
     if not under:
         return None
-    dirs, files = [], []
-    for p in under:
-        absolute = os.path.abspath(os.path.expanduser(p))
-        (files if os.path.isfile(absolute) else dirs).append(absolute)
-    return Filter(under=tuple(dirs), paths=tuple(files))
+    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under))
 
 
 def _load_query_image(path: Path):  # noqa: ANN202 - PIL image

@@ -178,6 +178,14 @@ class ImageNetTower:
             logits = self.model(x).float()
             return torch.softmax(logits / temperature, dim=-1).cpu().numpy()
 
+    def features(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Pooled penultimate features (1280-d for Lite0): the frozen image side of `xlir train`."""
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(pixels).to(self.device)
+            pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+            return pooled.float().cpu().numpy()
+
 
 def map_state_dict(source: dict, target: dict) -> dict:
     """Map the converted checkpoint onto timm's names: same tensors, same order, other names.

@@ -298,12 +298,16 @@ def _edge_filter(filter: Filter | None) -> qe.Filter | None:
 def _conditions(filter: Filter) -> qe.Filter:
     must: list[Any] = []
     # dirs lists every ancestor directory, so "/a/photos" never matches a sibling "/a/photos2"
-    if filter.under:
-        must.append(qe.FieldCondition("dirs", match=qe.MatchAny(list(filter.under))))
+    if filter.under:  # a folder (any ancestor) or the file itself
+        under = list(filter.under)
+        must.append(qe.Filter(should=[qe.FieldCondition("dirs", match=qe.MatchAny(under)),
+                                      qe.FieldCondition("path", match=qe.MatchAny(under))]))
     if filter.paths:
         must.append(qe.FieldCondition("path", match=qe.MatchAny(list(filter.paths))))
     if filter.sha256:
         must.append(qe.FieldCondition("sha256", match=qe.MatchValue(filter.sha256)))
+    if filter.tags:
+        must.append(qe.FieldCondition("tags", match=qe.MatchAny(list(filter.tags))))
     return qe.Filter(must=must)
 
 

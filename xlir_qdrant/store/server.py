@@ -232,12 +232,16 @@ def _qdrant_filter(filter: Filter | None) -> qm.Filter | None:
 def _conditions(filter: Filter) -> qm.Filter:
     must: list[qm.Condition] = []
     # dirs lists every ancestor directory, so "/a/photos" never matches a sibling "/a/photos2"
-    if filter.under:
-        must.append(qm.FieldCondition(key="dirs", match=qm.MatchAny(any=list(filter.under))))
+    if filter.under:  # a folder (any ancestor) or the file itself
+        under = list(filter.under)
+        must.append(qm.Filter(should=[qm.FieldCondition(key="dirs", match=qm.MatchAny(any=under)),
+                                      qm.FieldCondition(key="path", match=qm.MatchAny(any=under))]))
     if filter.paths:
         must.append(qm.FieldCondition(key="path", match=qm.MatchAny(any=list(filter.paths))))
     if filter.sha256:
         must.append(qm.FieldCondition(key="sha256", match=qm.MatchValue(value=filter.sha256)))
+    if filter.tags:
+        must.append(qm.FieldCondition(key="tags", match=qm.MatchAny(any=list(filter.tags))))
     return qm.Filter(must=must)
 
 

