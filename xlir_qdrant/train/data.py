@@ -120,7 +120,8 @@ def load_pairs(path: Path) -> PairSet:
                 obj = json.loads(line)
                 image, caption = obj["image"], obj["caption"]
             except (ValueError, KeyError, TypeError):
-                raise DataError(f"{path}:{number}: expected {{\"image\": ..., \"caption\": ...}}") from None
+                raise DataError(f"{path}:{number}: expected one {{\"image\": ..., \"caption\": ...}} object per line "
+                                f"(for an MSCOCO captions file use --coco-json)") from None
         else:
             parts = line.split("\t", 1)
             if len(parts) != 2:
@@ -153,15 +154,20 @@ def index_files(root: Path) -> dict[str, str]:
     return out
 
 
+def split_images(n_images: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, validation) image indices: a seeded draw of ``val_fraction`` of the images (at
+    least one, and never all, when the fraction is positive)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"validation fraction {val_fraction} must be in [0, 1)")
+    n_val = int(round(n_images * val_fraction))
+    if val_fraction > 0 and n_images >= 2:
+        n_val = min(max(n_val, 1), n_images - 1)
+    order = np.random.default_rng(seed).permutation(n_images)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
 def split_by_image(pairs: PairSet, val_fraction: float, seed: int) -> tuple[PairSet, PairSet]:
     """(train, validation) with disjoint images: captions of one photo never straddle the split,
     so validation recall measures retrieval of unseen images, not memorised ones."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"validation fraction {val_fraction} must be in [0, 1)")
-    n = len(pairs.images)
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    val, train = sorted(order[:n_val].tolist()), sorted(order[n_val:].tolist())
+    train, val = split_images(len(pairs.images), val_fraction, seed)
     return pairs.subset(train), pairs.subset(val)

@@ -40,6 +40,7 @@ class ImageFeaturizer(Protocol):
     key: str  # identifies the tower and its weights in cache keys and checkpoints
     dim: int
     min_side: int  # the short side decode() must keep for preprocess
+    pixels: bool  # preprocess gives arrays that stack into one batch (else it passes PIL images on)
 
     def preprocess(self, image: Image.Image) -> Any: ...
 
@@ -65,6 +66,7 @@ class TowerFeatures:
         self.key = f"{model_id}:penultimate"
         self.dim = int(tower.model.num_features)
         self.min_side = int(tower.size) + 32
+        self.pixels = True
         self._tower = tower
 
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
@@ -82,19 +84,25 @@ class EncoderFeatures:
         self.dim = int(encoder.spec.dim)
         self.min_side = int(getattr(encoder, "input_size", 224)) + 32
         self._encoder = encoder
-        self._pixels = hasattr(encoder, "preprocess") and hasattr(encoder, "embed_pixels")
+        # An encoder may expose ``preprocess`` as None (checkpoints over PIL-only towers do).
+        self.pixels = callable(getattr(encoder, "preprocess", None)) and hasattr(encoder, "embed_pixels")
+        self._tensors = False  # open_clip's transforms give torch tensors, and embed_pixels wants them back
 
     def preprocess(self, image: Image.Image) -> Any:
-        return self._encoder.preprocess(image) if self._pixels else image
+        if not self.pixels:
+            return image
+        out = self._encoder.preprocess(image)
+        self._tensors = self._tensors or hasattr(out, "detach")
+        return out
 
     def features(self, batch: Sequence[Any]) -> NDArray[np.float32]:
-        if not self._pixels:
+        if not self.pixels:
             return self._encoder.embed_images(list(batch))
-        first = batch[0]
-        if hasattr(first, "detach"):  # torch tensors from open_clip's transforms
+        if self._tensors:
             import torch
 
-            return self._encoder.embed_pixels(torch.stack(list(batch)))
+            # Rows may come back as numpy when a caller (the ingest pipeline) stacked them.
+            return self._encoder.embed_pixels(torch.stack([torch.as_tensor(np.asarray(x)) for x in batch]))
         return self._encoder.embed_pixels(np.stack(batch))
 
 
@@ -188,25 +196,28 @@ def text_featurizer(name: str, device: str = "cpu") -> TextFeaturizer:
 
 
 def text_features(
-    texts: Sequence[str], featurizer: TextFeaturizer, *, batch_size: int = 1024, use_cache: bool = True,
+    texts: Sequence[str], featurizer: TextFeaturizer, *, chunk: int = 4096, use_cache: bool = True,
     on_advance: Advance | None = None,
 ) -> NDArray[np.float32]:
-    """(len(texts), dim) features, cached on disk for this exact list of captions."""
-    digest = hashlib.sha256("\n".join([featurizer.key, *texts]).encode()).hexdigest()[:32]
-    path = _feature_dir(featurizer.key) / f"texts-{digest}.npy"
-    if use_cache and (cached := _load(path, (len(texts), featurizer.dim))) is not None:
-        if on_advance:
-            on_advance(len(texts))
-        return cached
+    """(len(texts), dim) features, cached on disk in chunks of ``chunk`` captions.
+
+    Chunks, not one file: mUSE on a CPU needs ~35 min for COCO's 414k captions, and an
+    interrupted run should resume where it stopped rather than start over.
+    """
     parts = []
-    for start in range(0, len(texts), batch_size):
-        parts.append(featurizer.features(texts[start : start + batch_size]).astype(np.float32, copy=False))
+    for start in range(0, len(texts), chunk):
+        block = list(texts[start : start + chunk])
+        digest = hashlib.sha256("\n".join([featurizer.key, *block]).encode()).hexdigest()[:32]
+        path = _feature_dir(featurizer.key) / f"texts-{digest}.npy"
+        cached = _load(path, (len(block), featurizer.dim)) if use_cache else None
+        if cached is None:
+            cached = np.asarray(featurizer.features(block), np.float32)
+            if use_cache:
+                _save(path, cached)
+        parts.append(cached)
         if on_advance:
-            on_advance(len(parts[-1]))
-    out = np.concatenate(parts) if parts else np.zeros((0, featurizer.dim), np.float32)
-    if use_cache:
-        _save(path, out)
-    return out
+            on_advance(len(block))
+    return np.concatenate(parts) if parts else np.zeros((0, featurizer.dim), np.float32)
 
 
 def image_features(

@@ -16,11 +16,8 @@ negatives that violate the margin.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-Mining = Literal["hardest", "semihard", "all"]
 MINING_MODES: tuple[str, ...] = ("hardest", "semihard", "all")
 LOSSES: tuple[str, ...] = ("patr", "m3")
 
@@ -75,7 +72,7 @@ def patr_terms(
 
 
 def patr_loss(
-    text: torch.Tensor, image: torch.Tensor, image_ids: torch.Tensor, *, margin: float = 0.6,
+    text: torch.Tensor, image: torch.Tensor, image_ids: torch.Tensor, *, margin: float = 0.4,
     mining: str = "hardest",
 ) -> torch.Tensor:
     """Positive-aware triplet ranking loss, mean over the batch's caption anchors."""
@@ -94,8 +91,8 @@ def text_negative_hinge(
 
 
 def m3_loss(
-    text: torch.Tensor, image: torch.Tensor, image_ids: torch.Tensor, *, margin: float = 0.6,
-    text_margin: float = 0.4, weight: float = 0.5, mining: str = "hardest",
+    text: torch.Tensor, image: torch.Tensor, image_ids: torch.Tensor, *, margin: float = 0.4,
+    text_margin: float = 0.6, weight: float = 0.5, mining: str = "hardest",
 ) -> torch.Tensor:
     """PATR plus ``weight`` times the text-text hinge (captions of other images pushed apart)."""
     text, image = text.float(), image.float()
