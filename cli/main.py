@@ -19,7 +19,8 @@ from xlir_qdrant.errors import XlirError
 from xlir_qdrant.index import Index
 from xlir_qdrant.ingest.pipeline import Event
 
-from .render import hits_table, print_json_lines
+from . import research
+from .render import hits_table, print_json_lines, tags_table
 
 ENV_HELP = (
     "Environment: XLIR_HOME (data dir), XLIR_STORE, XLIR_QDRANT_URL, XLIR_QDRANT_API_KEY, "
@@ -146,6 +147,7 @@ def search(
     under: Annotated[Optional[list[Path]], typer.Option("--in", help="Only photos under this folder (repeatable).", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
     negative: Annotated[Optional[list[str]], typer.Option("--not", help="Push results away from this (repeatable).", show_default=False)] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only photos tagged with this at index time: a tag id or a name in any vocabulary language (repeatable: any of them).", show_default=False)] = None,
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     device: DeviceOpt = None, json: JsonOpt = False,
 ) -> None:
@@ -153,11 +155,12 @@ def search(
 
     Examples:  xlir search "perro en la playa"     xlir search "Katze" --in ~/Pictures/2024
     xlir search "a cup of coffee" --not "tea" --json     xlir search --image cat.jpg -k 5
+    xlir search --tag Katze     xlir search "am Strand" --tag dog
     """
     with _errors():
         with _open(store, qdrant_url, collection, model, device, purpose="xlir search") as idx:
             result = idx.search(query, image=image, negatives=negative or (), top_k=top_k, min_score=min_score,
-                                lang=lang, under=under or ())
+                                lang=lang, under=under or (), tags=tag or ())
         if json:
             print_json_lines(out, (h.to_dict() for h in result.hits))
             return
@@ -167,6 +170,33 @@ def search(
             err.print("no matches" + (" above --min-score" if min_score is not None else ""))
             return
         out.print(hits_table(result.hits))
+
+
+@app.command()
+def tag(
+    files: Annotated[list[Path], typer.Argument(help="Images to tag: indexed ones use their stored vector, others are embedded now (not stored).", show_default=False)],
+    lang: Annotated[str, typer.Option("--lang", "-l", help="Tag language: en de fr es it ja ko pl ru tr zh (any language with --vocab).")] = "en",
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many tags per image [default: per model].", show_default=False)] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop tags scoring below this [default: per model].", show_default=False)] = None,
+    vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Your own tags: a text file, one tag per line (optionally ID<TAB>tag), any language.", show_default=False)] = None,
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
+    device: DeviceOpt = None, json: JsonOpt = False,
+) -> None:
+    """Tag photos in a language of your choice, zero-shot.
+
+    The built-in vocabulary has 500+ everyday concepts named in 11 languages; --vocab takes
+    your own list in any language (scored with the paper's cross-lingual combination).
+
+    Examples:  xlir tag cat.jpg --lang de     xlir tag ~/Pictures/*.jpg -l ja --json
+    xlir tag beach.jpg --vocab my-tags.txt --lang pt
+    """
+    with _errors(), _open(store, qdrant_url, collection, model, device, purpose="xlir tag") as idx:
+        results = idx.tag(files, lang=lang, top_k=top_k, min_score=min_score, vocab=vocab)
+        if json:
+            print_json_lines(out, (row for r in results for row in r.to_dicts()))
+            return
+        for r in results:
+            out.print(tags_table(r))
 
 
 @app.command()
@@ -245,6 +275,9 @@ def _version(value: bool) -> None:
     if value:
         out.print(f"xlir {__version__}")
         raise typer.Exit()
+
+
+research.register(app)  # xlir train, xlir eval
 
 
 @app.callback()

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from xlir_qdrant.records import Hit
+from xlir_qdrant.tagging import TagResult
 
 
 def human_size(n: int) -> str:
@@ -43,3 +44,17 @@ def hits_table(hits: list[Hit], title: str | None = None) -> Table:
 def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> None:
     for record in records:
         console.out(json.dumps(record, ensure_ascii=False), highlight=False)
+
+
+def tags_table(result: TagResult) -> Table:
+    where = "" if result.source == "index" else " (not indexed: embedded now)"
+    table = Table(title=display_path(result.path) + where, title_justify="left", header_style="bold")
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("tag")
+    table.add_column("score", justify="right")
+    table.add_column("id", style="dim")
+    for t in result.tags:
+        table.add_row(str(t.rank), t.name, f"{t.score:.3f}", t.id)
+    if not result.tags:
+        table.add_row("", "(no tag above --min-score)", "", "")
+    return table

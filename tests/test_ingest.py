@@ -10,7 +10,7 @@ import pytest
 
 from conftest import save
 from xlir_qdrant.config import Settings
-from xlir_qdrant.errors import EmptyIndex, ModelMismatch
+from xlir_qdrant.errors import BadQuery, EmptyIndex, ModelMismatch
 from xlir_qdrant.index import Index
 from xlir_qdrant.ingest.pipeline import Event, point_id
 
@@ -80,8 +80,11 @@ def test_missing_root_never_empties_the_index(tmp_path: Path, colour_photos: Pat
     with _index(tmp_path) as idx:
         idx.index([colour_photos])
         shutil.move(colour_photos, tmp_path / "elsewhere")
-        report = idx.index([colour_photos])
-        assert report.failed == 1 and report.removed == 0 and idx.count() == 4
+        with pytest.raises(BadQuery, match="does not exist"):
+            idx.index([colour_photos])
+        other = save(tmp_path / "other" / "x.png", (1, 1, 1)).parent
+        report = idx.index([colour_photos, other])
+        assert report.failed == 1 and report.removed == 0 and idx.count() == 5
 
 
 def test_keep_missing_keeps_entries(tmp_path: Path, colour_photos: Path) -> None:

@@ -17,10 +17,12 @@ from typing import Any
 from .config import Settings
 from .encoders.base import Encoder, ModelSpec, get_spec, load_encoder, registry
 from .encoders.specs import DEFAULT_MODEL
-from .errors import EmptyIndex, ModelMismatch
+from .errors import BadQuery, EmptyIndex, ModelMismatch
 from .ingest.pipeline import IngestOptions, Progress, ingest, point_id
 from .records import Filter, IngestReport
 from .search import SearchResult, search, validate
+from .tagging import TagResult, resolve_tag
+from .tagging.tagger import Tagger
 from .store import open_store
 from .store.base import Store
 
@@ -87,17 +89,32 @@ class Index:
     # -- operations ---------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
               include_hidden: bool = False, prune: bool = True) -> IngestReport:
+        roots = [Path(p).expanduser() for p in paths]
+        missing = [str(r) for r in roots if not r.exists()]
+        if roots and len(missing) == len(roots):
+            raise BadQuery(f"nothing to index: {', '.join(missing)} does not exist")
+        _ = self.encoder  # a model that cannot load must not leave an empty collection behind
         self._open_collection(create=True)
         opts = IngestOptions(batch_size=self.settings.batch_size, include_hidden=include_hidden,
                              max_megapixels=self.settings.max_megapixels, prune=prune)
         if self.settings.workers:
             opts.workers = self.settings.workers
-        roots = [Path(p).expanduser() for p in paths]
-        return ingest(roots, self.encoder, self.store, opts, progress)
+        tagger = self.tagger()
+
+        def annotate(vectors: Any) -> list[dict[str, Any]]:
+            return [{"tags": ids} for ids in tagger.top_ids(vectors)]
+
+        return ingest(roots, self.encoder, self.store, opts, progress, annotate=annotate)
 
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
-               lang: str | None = None, under: Sequence[str | os.PathLike[str]] = ()) -> SearchResult:
+               lang: str | None = None, under: Sequence[str | os.PathLike[str]] = (),
+               tags: Sequence[str] = ()) -> SearchResult:
+        """Rank images by ``query`` (any language) and/or ``image``; ``tags`` (ids or names in
+        any language of the shipped vocabulary) keep only images tagged so at index time."""
+        tag_ids = tuple(resolve_tag(t) for t in tags)
+        if tag_ids and not (query or "").strip() and image is None:
+            query = " ".join(tags)  # `--tag Katze` alone: rank the tagged images by the tag itself
         validate(query, Path(image) if image else None, top_k)
         self._open_collection(create=False)
         if self.store.count() == 0:
@@ -105,7 +122,60 @@ class Index:
                              f"run `xlir index PATH` first")
         return search(self.encoder, self.store, query=query, image=Path(image) if image else None,
                       negatives=tuple(negatives), top_k=top_k, min_score=min_score, lang=lang,
-                      under=tuple(Path(u) for u in under))
+                      under=tuple(Path(u) for u in under), tags=tag_ids)
+
+    def tagger(self) -> Tagger:
+        """A tagger for this index's model over the shipped vocabulary."""
+        from .tagging.vocab import load_vocabulary
+
+        return Tagger(self.encoder, load_vocabulary())
+
+    def tag(self, files: Sequence[str | os.PathLike[str]], *, lang: str = "en", top_k: int | None = None,
+            min_score: float | None = None, vocab: str | os.PathLike[str] | None = None) -> list[TagResult]:
+        """Tags for each file in ``lang``: indexed images use their stored vector, other files
+        are embedded on the fly (and not stored). ``vocab``: a user's tag list, any language."""
+        from .tagging.vocab import LANGUAGES, load_user_vocabulary
+
+        free = load_user_vocabulary(Path(vocab)) if vocab else None
+        if free is None and lang not in LANGUAGES:
+            raise BadQuery(f"the built-in vocabulary has no {lang!r} names; it has {', '.join(LANGUAGES)} "
+                           f"(or pass --vocab FILE with your own tags in any language)")
+        vectors, sources = self._vectors_for(files)
+        tagger = self.tagger()
+        per_image = tagger.tag(vectors, lang, top_k=top_k, min_score=min_score, free=free)
+        return [TagResult(path=p, source=src, tags=t) for (p, src), t in zip(sources, per_image, strict=True)]
+
+    def _vectors_for(self, files: Sequence[str | os.PathLike[str]]) -> tuple[Any, list[tuple[str, str]]]:
+        import numpy as np
+
+        from .ingest.decode import DecodeError, decode
+
+        paths = [os.path.abspath(os.path.expanduser(f)) for f in files]
+        if not paths:
+            raise BadQuery("no files given: name one or more images to tag")
+        stored: dict[str, Any] = {}
+        if self._collection_exists():
+            self._open_collection(create=False)
+            for point in self.store.retrieve([point_id(p) for p in paths], with_vectors=True):
+                stored[point.payload.get("path", "")] = point.vector
+        vectors, sources = [], []
+        for path in paths:
+            if path in stored and stored[path] is not None:
+                vectors.append(np.asarray(stored[path], np.float32))
+                sources.append((path, "index"))
+                continue
+            try:
+                image = decode(path, min_side=int(getattr(self.encoder, "input_size", 224)) + 32).image
+            except DecodeError as exc:
+                raise BadQuery(f"cannot tag {path}: {exc}") from None
+            except FileNotFoundError:
+                raise BadQuery(f"cannot tag {path}: no such file") from None
+            vectors.append(self.encoder.embed_images([image])[0])
+            sources.append((path, "file"))
+        return np.stack(vectors), sources
+
+    def _collection_exists(self) -> bool:
+        return any(c.name == self.settings.collection for c in self.store.collections())
 
     def count(self) -> int:
         """How many images the collection holds."""

@@ -42,10 +42,11 @@ def search(
     min_score: float | None = None,
     lang: str | None = None,
     under: tuple[Path, ...] = (),
+    tags: tuple[str, ...] = (),
 ) -> SearchResult:
     text = validate(query, image, top_k)
     negatives = tuple(n.strip() for n in negatives if n and n.strip())
-    flt = _filter(under)
+    flt = _filter(under, tags)
     used_lang = query_language(encoder, text, lang) if text else lang
 
     positives = []
@@ -86,10 +87,10 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
     return hits
 
 
-def _filter(under: tuple[Path, ...]) -> Filter | None:
-    if not under:
+def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = ()) -> Filter | None:
+    if not under and not tags:
         return None
-    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under))
+    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags)
 
 
 def _load_query_image(path: Path):  # noqa: ANN202 - PIL image

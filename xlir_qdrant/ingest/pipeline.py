@@ -58,6 +58,8 @@ class IngestOptions:
 
 
 Progress = Callable[[Event], None]
+# Extra payload per embedded image, computed from its vector (e.g. the image's tags).
+Annotate = Callable[[np.ndarray], list[dict[str, Any]]]
 
 
 def _payload(info: FileInfo, sha: str, width: int, height: int, taken_at: str | None) -> dict[str, Any]:
@@ -79,6 +81,7 @@ def ingest(
     store: Store,
     options: IngestOptions | None = None,
     progress: Progress | None = None,
+    annotate: Annotate | None = None,
 ) -> IngestReport:
     opts = options or IngestOptions()
     emit = progress or (lambda _e: None)
@@ -117,7 +120,7 @@ def ingest(
             else:
                 todo.append(info)
         emit(Event("found", n=len(todo)))
-        _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts)
+        _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts, annotate)
 
         gone = [path for path in known if path not in seen and not os.path.exists(path)]
         if opts.prune and gone and not walk_errors:
@@ -141,6 +144,7 @@ def _embed_and_store(
     emit: Progress,
     skip: Callable[[str, str], None],
     counts: dict[str, int],
+    annotate: Annotate | None = None,
 ) -> None:
     min_side = int(getattr(encoder, "input_size", 224)) + 32
     preprocess = getattr(encoder, "preprocess", None)
@@ -176,10 +180,10 @@ def _embed_and_store(
             continue
         batch.append((info, sha, decoded, pixels))
         if len(batch) >= opts.batch_size:
-            _flush(batch, known, encoder, store, emit, counts, store_lock)
+            _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
             batch = []
     if batch:
-        _flush(batch, known, encoder, store, emit, counts, store_lock)
+        _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
 
 
 def _stored_with_hash(sha: str, store: Store) -> Point | None:
@@ -190,16 +194,18 @@ def _stored_with_hash(sha: str, store: Store) -> Point | None:
     return None
 
 
-def _flush(batch, known, encoder, store, emit, counts, lock) -> None:  # noqa: ANN001 - private helper
+def _flush(batch, known, encoder, store, emit, counts, lock, annotate) -> None:  # noqa: ANN001 - private helper
     pixels = [b[3] for b in batch]
     if all(p is not None for p in pixels) and hasattr(encoder, "embed_pixels"):
         vectors = encoder.embed_pixels(np.stack(pixels))
     else:
         vectors = encoder.embed_images([b[2].image for b in batch])
+    extras = annotate(vectors) if annotate is not None else [{} for _ in batch]
     points = []
-    for (info, sha, decoded, _), vec in zip(batch, vectors, strict=True):
+    for (info, sha, decoded, _), vec, extra in zip(batch, vectors, extras, strict=True):
         _count_change(info, known, counts, reused=False)
-        points.append(Point(point_id(info.path), vec, _payload(info, sha, decoded.width, decoded.height, decoded.taken_at)))
+        payload = _payload(info, sha, decoded.width, decoded.height, decoded.taken_at)
+        points.append(Point(point_id(info.path), vec, {**payload, **extra}))
     with lock:
         store.upsert(points)
     emit(Event("done", n=len(points)))

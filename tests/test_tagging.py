@@ -1,0 +1,95 @@
+"""Zero-shot tagging: the real bundled model on real photos, and the wiring with the fake."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import skimage.data
+
+from xlir_qdrant.config import Settings
+from xlir_qdrant.errors import BadQuery
+from xlir_qdrant.index import Index
+from xlir_qdrant.ingest.pipeline import point_id
+
+SKIMAGE = Path(skimage.data.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Index:
+    idx = Index(Settings.load(store=tmp_path_factory.mktemp("store")))
+    yield idx
+    idx.close()
+
+
+def names(idx: Index, path: Path, lang: str, **kw: object) -> list[str]:
+    [result] = idx.tag([path], lang=lang, **kw)
+    return [t.name for t in result.tags]
+
+
+def test_chelsea_is_a_katze_in_german_top3(bundled: Index) -> None:
+    assert "Katze" in names(bundled, SKIMAGE / "chelsea.png", "de", top_k=3)
+
+
+def test_coffee_has_japanese_coffee_tag(bundled: Index) -> None:
+    assert "コーヒー" in names(bundled, SKIMAGE / "coffee.png", "ja")
+
+
+def test_same_concepts_in_every_language(bundled: Index) -> None:
+    [en] = bundled.tag([SKIMAGE / "rocket.jpg"], lang="en")
+    [zh] = bundled.tag([SKIMAGE / "rocket.jpg"], lang="zh")
+    assert [t.id for t in en.tags] == [t.id for t in zh.tags] and en.tags[0].id == "rocket"
+    assert zh.tags[0].name == "火箭"
+
+
+def test_free_vocabulary_in_a_language_without_alignment(bundled: Index, tmp_path: Path) -> None:
+    vocab = tmp_path / "tags.txt"
+    vocab.write_text("# my tags\nKatze\nHund\nAuto\nKaffee\nRakete\n", encoding="utf-8")
+    assert names(bundled, SKIMAGE / "chelsea.png", "de", vocab=vocab, min_score=0)[0] == "Katze"
+    assert names(bundled, SKIMAGE / "coffee.png", "pt", vocab=vocab, min_score=0)[0] == "Kaffee"
+
+
+def test_language_without_names_lists_the_ones_that_exist(bundled: Index) -> None:
+    with pytest.raises(BadQuery, match="en, de, fr.*--vocab"):
+        bundled.tag([SKIMAGE / "chelsea.png"], lang="pt")
+
+
+def test_indexed_images_use_their_stored_vector_and_tags_are_searchable(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
+        shutil.copy(SKIMAGE / name, photos / name)
+    with Index(Settings.load(store=tmp_path / "store")) as idx:
+        idx.index([photos])
+        [point] = idx.store.retrieve([point_id(str(photos / "chelsea.png"))])
+        assert "cat" in point.payload["tags"]
+        [result] = idx.tag([photos / "chelsea.png"], lang="ko")
+        assert result.source == "index" and "고양이" in [t.name for t in result.tags]
+        for name in ("Katze", "猫", "cat"):
+            hits = idx.search(tags=[name]).hits
+            assert [Path(h.path).name for h in hits] == ["chelsea.png"]
+        with pytest.raises(BadQuery, match="unknown tag"):
+            idx.search("x", tags=["no-such-tag-anywhere"])
+
+
+def test_cli_tag_json_and_search_tag(tmp_path: Path, colour_photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from xlir_cli import main
+
+    monkeypatch.setattr(main, "out", Console(width=100, no_color=True, soft_wrap=True))
+    runner = CliRunner()
+    store = str(tmp_path / "s")
+    assert runner.invoke(main.app, ["index", str(colour_photos), "--model", "fake-colour", "--store", store]).exit_code == 0
+    res = runner.invoke(main.app, ["tag", str(colour_photos / "red.jpg"), "--lang", "de", "--store", store, "--json"])
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.exit_code == 0 and {"source": "index", "id": "red", "name": "Rot"}.items() <= next(
+        r for r in rows if r["id"] == "red").items()
+    res = runner.invoke(main.app, ["search", "--tag", "rojo", "--store", store, "--json"])
+    found = [Path(json.loads(line)["path"]).name for line in res.stdout.splitlines()]
+    assert res.exit_code == 0 and found[0] == "red.jpg" and not {"green.png", "blue.jpg"} & set(found)
+    res = runner.invoke(main.app, ["tag", str(colour_photos / "red.jpg"), "--lang", "xx", "--store", store])
+    assert res.exit_code == 1 and "--vocab" in res.stderr

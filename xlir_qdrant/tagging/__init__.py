@@ -1,0 +1,30 @@
+"""Zero-shot multilingual tagging: a shipped 11-language vocabulary and a tagger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadQuery
+from ..records import Tag
+
+
+@dataclass(frozen=True, slots=True)
+class TagResult:
+    path: str
+    source: str  # "index" (stored vector) or "file" (embedded now, not stored)
+    tags: list[Tag] = field(default_factory=list)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [{"path": self.path, "source": self.source, **t.to_dict()} for t in self.tags]
+
+
+def resolve_tag(text: str) -> str:
+    """A concept id from an id or a name in any language of the shipped vocabulary."""
+    from .vocab import lookup
+
+    concept = lookup(text.strip())
+    if concept is None:
+        raise BadQuery(f"unknown tag {text!r}: use a tag id or a name in any language of the built-in "
+                       f"vocabulary (e.g. cat, Katze, 猫; `xlir tag PHOTO` shows an image's tags)")
+    return concept.id
