@@ -13,9 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from ..records import Filter, IngestReport, Point
 from ..store.base import Store
 from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, sha256_file
 from .scan import FileInfo, ancestors, scan
+from .workers import bounded_map
 
 POINT_NAMESPACE = uuid.NAMESPACE_URL
 
@@ -162,7 +161,7 @@ def _embed_and_store(
         return info, sha, decoded, pixels, None
 
     batch: list[tuple[FileInfo, str, Decoded, Any]] = []
-    for info, result in _bounded_map(prepare, todo, opts.workers, lookahead=max(2 * opts.batch_size, 8)):
+    for info, result in bounded_map(prepare, todo, opts.workers, lookahead=max(2 * opts.batch_size, 8), name="xlir-decode"):
         if isinstance(result, BaseException):
             reason = str(result) if isinstance(result, DecodeError) else _reason(result)
             skip(info.path, reason)
@@ -226,31 +225,3 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, XlirError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _bounded_map(
-    fn: Callable[[FileInfo], Any], items: Iterable[FileInfo], workers: int, lookahead: int
-) -> Iterator[tuple[FileInfo, Any]]:
-    """Ordered map on a thread pool with at most ``lookahead`` results in memory.
-
-    Exceptions come back as values so one bad file cannot stop the run.
-    """
-    pending: deque[tuple[FileInfo, Future]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xlir-decode") as pool:
-        try:
-            for item in items:
-                pending.append((item, pool.submit(fn, item)))
-                if len(pending) >= lookahead:
-                    yield _result(*pending.popleft())
-            while pending:
-                yield _result(*pending.popleft())
-        finally:
-            for _, fut in pending:
-                fut.cancel()
-
-
-def _result(item: FileInfo, fut: Future) -> tuple[FileInfo, Any]:
-    try:
-        return item, fut.result()
-    except Exception as exc:  # noqa: BLE001 - reported per file by the caller
-        return item, exc

@@ -13,11 +13,9 @@ import hashlib
 import os
 import re
 import tempfile
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +25,7 @@ from ..cache import cache_dir
 from ..encoders.base import get_spec, load_encoder, normalise
 from ..errors import ModelUnavailable
 from ..ingest.decode import DecodeError, decode
+from ..ingest.workers import bounded_map
 
 MUSE = "muse"
 
@@ -266,7 +265,7 @@ def image_features(
             on_advance(len(batch))
         batch.clear()
 
-    for item, result in bounded_map(prepare, todo, workers, lookahead=2 * batch_size):
+    for item, result in bounded_map(prepare, todo, workers, lookahead=2 * batch_size, name="xlir-features"):
         if isinstance(result, BaseException):
             if on_skip:
                 reason = str(result) if isinstance(result, DecodeError) else f"{type(result).__name__}: {result}"
@@ -278,31 +277,6 @@ def image_features(
     if batch:
         flush()
     return out, ok
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, lookahead: int
-                ) -> Iterator[tuple[T, R | BaseException]]:
-    """(item, result or exception) in input order, with at most ``lookahead`` items in flight,
-    so a 100k-image folder never sits decoded in memory at once."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xlir-features") as pool:
-        pending: deque[tuple[T, Future[R]]] = deque()
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) >= lookahead:
-                yield _settle(*pending.popleft())
-        while pending:
-            yield _settle(*pending.popleft())
-
-
-def _settle(item: T, future: Future[R]) -> tuple[T, R | BaseException]:
-    try:
-        return item, future.result()
-    except Exception as exc:  # noqa: BLE001 - reported per image by the caller, the run goes on
-        return item, exc
 
 
 def _feature_dir(key: str) -> Path:
