@@ -187,3 +187,19 @@ def test_remove_forgets_folder_but_not_files(tmp_path: Path, colour_photos: Path
         idx.index([colour_photos])
         assert idx.remove([colour_photos / "trip"]) == 2
         assert idx.count() == 2 and (colour_photos / "trip" / "blue.jpg").exists()
+
+
+def test_index_made_before_tagging_gets_tags_without_reembedding(tmp_path: Path, colour_photos: Path) -> None:
+    from xlir_qdrant.records import Filter
+
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        # Simulate an older index: strip the tags and their key from every point.
+        points = list(idx.store.scroll(with_vectors=True))
+        idx.store.upsert([type(p)(p.id, p.vector, {k: v for k, v in p.payload.items() if k not in ("tags", "annotation")})
+                          for p in points])
+        assert idx.store.count(Filter(tags=("red",))) == 0
+        calls = idx.encoder.calls
+        report = idx.index([colour_photos])
+        assert report.unchanged == 4 and idx.encoder.calls == calls
+        assert [Path(p.payload["path"]).name for p in idx.store.scroll(filter=Filter(tags=("red",)))] == ["red.jpg"]

@@ -18,7 +18,7 @@ from .config import Settings
 from .encoders.base import Encoder, ModelSpec, get_spec, load_encoder, registry
 from .encoders.specs import DEFAULT_MODEL
 from .errors import BadQuery, EmptyIndex, ModelMismatch
-from .ingest.pipeline import IngestOptions, Progress, ingest, point_id
+from .ingest.pipeline import ANNOTATION_KEY, IngestOptions, Progress, ingest, point_id
 from .records import Filter, IngestReport
 from .search import SearchResult, search, validate
 from .tagging import TagResult, resolve_tag
@@ -100,11 +100,12 @@ class Index:
         if self.settings.workers:
             opts.workers = self.settings.workers
         tagger = self.tagger()
+        key = tagger.key()
 
         def annotate(vectors: Any) -> list[dict[str, Any]]:
-            return [{"tags": ids} for ids in tagger.top_ids(vectors)]
+            return [{"tags": ids, ANNOTATION_KEY: key} for ids in tagger.top_ids(vectors)]
 
-        return ingest(roots, self.encoder, self.store, opts, progress, annotate=annotate)
+        return ingest(roots, self.encoder, self.store, opts, progress, annotate=annotate, annotation=key)
 
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,

@@ -57,8 +57,11 @@ class IngestOptions:
 
 
 Progress = Callable[[Event], None]
-# Extra payload per embedded image, computed from its vector (e.g. the image's tags).
+# Extra payload per embedded image, computed from its vector (e.g. the image's tags). Its
+# dicts carry ANNOTATION_KEY: an unchanged file whose stored key differs (an index made before
+# tagging existed, or with another vocabulary) is re-annotated from its stored vector.
 Annotate = Callable[[np.ndarray], list[dict[str, Any]]]
+ANNOTATION_KEY = "annotation"
 
 
 def _payload(info: FileInfo, sha: str, width: int, height: int, taken_at: str | None) -> dict[str, Any]:
@@ -81,7 +84,9 @@ def ingest(
     options: IngestOptions | None = None,
     progress: Progress | None = None,
     annotate: Annotate | None = None,
+    annotation: str | None = None,
 ) -> IngestReport:
+    """Index ``roots`` incrementally; ``annotation`` identifies what ``annotate`` computes."""
     opts = options or IngestOptions()
     emit = progress or (lambda _e: None)
     # Lazy model parts must exist before worker threads call preprocess() concurrently.
@@ -110,15 +115,20 @@ def ingest(
 
         seen: set[str] = set()
         todo: list[FileInfo] = []
+        stale: list[str] = []
         for info in scan(root, include_hidden=opts.include_hidden, on_error=walk_error):
             counts["scanned"] += 1
             seen.add(info.path)
             old = known.get(info.path)
             if old is not None and old.get("size") == info.size and old.get("mtime_ns") == info.mtime_ns:
                 counts["unchanged"] += 1
+                if annotate is not None and old.get(ANNOTATION_KEY) != annotation:
+                    stale.append(info.path)
             else:
                 todo.append(info)
         emit(Event("found", n=len(todo)))
+        if stale and annotate is not None:
+            _reannotate(stale, store, annotate, opts.batch_size)
         _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts, annotate)
 
         gone = [path for path in known if path not in seen and not os.path.exists(path)]
@@ -183,6 +193,16 @@ def _embed_and_store(
             batch = []
     if batch:
         _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
+
+
+def _reannotate(paths: list[str], store: Store, annotate: Annotate, batch: int) -> None:
+    """Refresh the annotations of unchanged images from their stored vectors: no decoding."""
+    for i in range(0, len(paths), max(batch, 64)):
+        points = [p for p in store.retrieve([point_id(x) for x in paths[i : i + max(batch, 64)]], with_vectors=True)
+                  if p.vector is not None]
+        if points:
+            extras = annotate(np.stack([p.vector for p in points]))
+            store.upsert([Point(p.id, p.vector, {**p.payload, **extra}) for p, extra in zip(points, extras, strict=True)])
 
 
 def _stored_with_hash(sha: str, store: Store) -> Point | None:

@@ -141,6 +141,13 @@ class Tagger:
                         for r, i in enumerate(order) if row[i] >= min_score])
         return out
 
+    def key(self) -> str:
+        """Identifies what top_ids() computes: stored tags made under another key are stale."""
+        d = self.defaults
+        blob = "\x1f".join([self.encoder.spec.id, str(d.top_k), str(d.min_score), *TEMPLATES["en"],
+                             *(f"{c.id}={c.name('en')}" for c in self.vocabulary)])
+        return "tags-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
     def top_ids(self, vectors: NDArray[np.float32]) -> list[list[str]]:
         """Concept ids to store in the payload at index time (language-independent)."""
         return [[t.id for t in tags] for tags in self.tag(vectors, "en")]
