@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,3 +89,28 @@ class Tag:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What a model is, independent of whether it is loaded.
+
+    ``loader`` is "module:function" taking (spec, device) and returning an Encoder, so the
+    registry can be listed without importing torch or open_clip.
+    """
+
+    id: str
+    dim: int
+    languages: tuple[str, ...]
+    licence: str
+    size_mb: int
+    bundled: bool
+    needs_lang: bool
+    loader: str
+    description: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def vector_name(self) -> str:
+        """The name of this model's vector in a Qdrant collection (safe characters only)."""
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id)

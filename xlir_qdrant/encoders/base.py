@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -18,31 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import ModelUnavailable
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """What a model is, independent of whether it is loaded.
-
-    ``loader`` is "module:function" taking (spec, device) and returning an Encoder, so the
-    registry can be listed without importing torch or open_clip.
-    """
-
-    id: str
-    dim: int
-    languages: tuple[str, ...]
-    licence: str
-    size_mb: int
-    bundled: bool
-    needs_lang: bool
-    loader: str
-    description: str = ""
-    options: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def vector_name(self) -> str:
-        """The name of this model's vector in a Qdrant collection (safe characters only)."""
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id)
+from ..records import ModelSpec
 
 
 @runtime_checkable

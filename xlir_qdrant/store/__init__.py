@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..encoders.base import ModelSpec
+from ..records import ModelSpec
 from .base import INDEXED_KEYWORDS, CollectionInfo, Store
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ..encoders.base import ModelSpec
+from ..records import ModelSpec
 from ..records import Filter, Point, ScoredPoint
 
 INDEXED_KEYWORDS = ("path", "dirs", "sha256", "tags")

@@ -26,7 +26,7 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from ..encoders.base import ModelSpec
+from ..records import ModelSpec
 from ..errors import BadQuery, ConfigError, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import Filter, Point, ScoredPoint
 from . import mismatch_message, missing_message

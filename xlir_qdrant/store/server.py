@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..encoders.base import ModelSpec
+from ..records import ModelSpec
 from ..errors import BadQuery, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import Filter, Point, ScoredPoint
 from . import mismatch_message, missing_message
