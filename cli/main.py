@@ -95,11 +95,7 @@ def index(
                     batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
         with idx:
             spec = idx.model_spec()
-            with err.status(f"loading {spec.id}"):
-                enc = idx.encoder
-                warm_up = getattr(enc, "warm_up", None)
-                if warm_up is not None:
-                    warm_up()
+            enc = idx.encoder  # cheap: weights load only once there is something to embed
             err.print(f"model {spec.id} on {enc.device} {enc.precision} -> {idx.location} "
                       f"(collection {idx.settings.collection})", highlight=False, markup=False)
             report = _run_index(idx, paths, hidden=hidden, prune=not keep_missing)
@@ -130,6 +126,10 @@ def _run_index(idx: Index, paths: list[Path], *, hidden: bool, prune: bool):  # 
             elif ev.kind == "skipped":
                 bar.console.print("[yellow]skipped[/yellow]", escape(f"{ev.path}: {ev.reason}"), highlight=False,
                                   soft_wrap=True)
+            elif ev.kind == "loading":
+                bar.update(task, description="loading model")
+            elif ev.kind == "loaded":
+                bar.update(task, description="embedding")
             elif ev.kind == "optimizing":
                 bar.update(task, description="building search index (HNSW)")
             elif ev.kind == "optimized":

@@ -37,8 +37,9 @@ def point_id(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Progress for the CLI: kind is 'found' (n files to embed), 'done' (n embedded or reused),
-    'skipped' (path, reason), 'removed' (n), 'optimizing', 'optimized'."""
+    """Progress for the CLI: kind is 'found' (n files to embed), 'loading'/'loaded' (the model,
+    only when something needs embedding), 'done' (n embedded or reused), 'skipped' (path,
+    reason), 'removed' (n), 'optimizing', 'optimized'."""
 
     kind: str
     n: int = 0
@@ -89,8 +90,7 @@ def ingest(
     """Index ``roots`` incrementally; ``annotation`` identifies what ``annotate`` computes."""
     opts = options or IngestOptions()
     emit = progress or (lambda _e: None)
-    # Lazy model parts must exist before worker threads call preprocess() concurrently.
-    getattr(encoder, "warm_up", lambda: None)()
+    warmed = False
     start = time.perf_counter()
     counts = dict(scanned=0, added=0, updated=0, unchanged=0, reused=0, removed=0, failed=0)
 
@@ -127,6 +127,14 @@ def ingest(
             else:
                 todo.append(info)
         emit(Event("found", n=len(todo)))
+        if todo and not warmed:
+            # Only now, with something to embed, is the model loaded (seconds): a re-scan of an
+            # unchanged library stays a stat walk. Lazy model parts must also exist before the
+            # worker threads call preprocess() concurrently.
+            emit(Event("loading"))
+            getattr(encoder, "warm_up", lambda: None)()
+            warmed = True
+            emit(Event("loaded"))
         if stale and annotate is not None:
             _reannotate(stale, store, annotate, opts.batch_size)
         _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts, annotate)
