@@ -22,7 +22,6 @@ before the phases so all phases see a warm page cache.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import random
 import sys
@@ -121,7 +120,6 @@ def phase_decode(files: list[str]) -> dict:
     enc = _encoder()
     opts = IngestOptions()
     min_side = enc.input_size + 32
-    t_dec = [0.0]
 
     def prepare(path: str):
         sha256_file(path)
