@@ -97,7 +97,7 @@ def index(
             spec = idx.model_spec()
             enc = idx.encoder  # cheap: weights load only once there is something to embed
             err.print(f"model {spec.id} on {enc.device} {enc.precision} -> {idx.location} "
-                      f"(collection {idx.settings.collection})", highlight=False, markup=False)
+                      f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
             report = _run_index(idx, paths, hidden=hidden, prune=not keep_missing)
         if json:
             print_json_lines(out, [report.to_dict()])
@@ -165,7 +165,8 @@ def search(
             print_json_lines(out, (h.to_dict() for h in result.hits))
             return
         if result.lang and not lang:
-            err.print(f"query language: {result.lang} (detected; set --lang to override)", highlight=False)
+            err.print(f"query language: {result.lang} (detected; set --lang to override)", highlight=False,
+                      soft_wrap=True)
         if not result.hits:
             err.print("no matches" + (" above --min-score" if min_score is not None else ""))
             return
