@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ..cache import cache_dir
+from ..cache import cached_array
 from ..errors import ModelUnavailable
 from .base import ModelSpec, normalise
 
@@ -101,21 +100,8 @@ def muse_embed(texts: Sequence[str], batch: int = 256) -> NDArray[np.float32]:
 
 def label_matrix(params: ConseParams) -> NDArray[np.float32]:
     """(1000, 512) mUSE label embeddings, computed once per parameter set and cached on disk."""
-    path = cache_dir() / f"conse-labels-{params.label_key()}.npy"
-    if path.is_file():
-        try:
-            mat = np.load(path)
-            if mat.shape == (1000, 512):
-                return mat
-        except (OSError, ValueError):
-            pass  # a torn or foreign file: recompute below and replace it
-    mat = _compute_label_matrix(params)
-    # Write-then-rename so a concurrent reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, mat)
-    os.replace(tmp, path)
-    return mat
+    return cached_array(f"conse-labels-{params.label_key()}.npy", (1000, 512),
+                        lambda: _compute_label_matrix(params))
 
 
 def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:

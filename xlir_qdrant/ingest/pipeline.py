@@ -65,6 +65,11 @@ Annotate = Callable[[np.ndarray], list[dict[str, Any]]]
 ANNOTATION_KEY = "annotation"
 
 
+def decode_side(encoder: Encoder) -> int:
+    """The short side to decode at: the model's input plus the margin its centre crop cuts."""
+    return int(getattr(encoder, "input_size", 224)) + 32
+
+
 def _payload(info: FileInfo, sha: str, width: int, height: int, taken_at: str | None) -> dict[str, Any]:
     return {
         "path": info.path,
@@ -163,7 +168,7 @@ def _embed_and_store(
     counts: dict[str, int],
     annotate: Annotate | None = None,
 ) -> None:
-    min_side = int(getattr(encoder, "input_size", 224)) + 32
+    min_side = decode_side(encoder)
     preprocess = getattr(encoder, "preprocess", None)
     store_lock = threading.Lock()  # workers look up hashes; not every backend is thread-safe
 

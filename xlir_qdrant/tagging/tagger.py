@@ -18,15 +18,13 @@ language and vocabulary.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cache import cache_dir
+from ..cache import cached_array
 from ..encoders.base import Encoder, normalise
 from ..records import Tag
 from .vocab import Concept
@@ -75,22 +73,14 @@ def tag_matrix(encoder: Encoder, concepts: Sequence[Concept], lang: str) -> NDAr
     templates = TEMPLATES.get(lang, DEFAULT_TEMPLATES)
     names = [c.name(lang) for c in concepts]
     digest = hashlib.sha256("\x1f".join([encoder.spec.id, lang, *templates, *names]).encode()).hexdigest()[:16]
-    path = cache_dir() / f"tags-{encoder.spec.vector_name}-{lang}-{digest}.npy"
-    if path.is_file():
-        try:
-            mat = np.load(path)
-            if mat.shape == (len(concepts), encoder.spec.dim):
-                return mat
-        except (OSError, ValueError):
-            pass
-    sentences = [t.format(n) for n in names for t in templates]
-    emb = encoder.embed_texts(sentences, lang=lang if lang != "*" else None)
-    mat = normalise(emb.reshape(len(names), len(templates), -1).mean(axis=1))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, mat)
-    os.replace(tmp, path)
-    return mat
+
+    def compute() -> NDArray[np.float32]:
+        sentences = [t.format(n) for n in names for t in templates]
+        emb = encoder.embed_texts(sentences, lang=lang if lang != "*" else None)
+        return normalise(emb.reshape(len(names), len(templates), -1).mean(axis=1))
+
+    return cached_array(f"tags-{encoder.spec.vector_name}-{lang}-{digest}.npy",
+                        (len(concepts), encoder.spec.dim), compute)
 
 
 class Tagger:
