@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from xlir_qdrant import __version__
+from xlir_qdrant.encoders.base import device_summary, offline_ready, registry
 from xlir_qdrant.errors import XlirError
 from xlir_qdrant.index import Index
 from xlir_qdrant.ingest.pipeline import Event
@@ -218,7 +219,7 @@ def info(
     """Where the index is, its collections, points per model, and the compute device."""
     with _errors(), _open(store, qdrant_url, None, None, purpose="xlir info") as idx:
         stats = idx.stats()
-        stats["device"] = _device_line()
+        stats["device"] = device_summary()
         if json:
             print_json_lines(out, [stats])
             return
@@ -234,14 +235,6 @@ def info(
             out.print(table)
 
 
-def _device_line() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:0 ({torch.cuda.get_device_name(0)})"
-    return "cpu (no CUDA GPU visible)"
-
-
 @app.command()
 def models(json: JsonOpt = False) -> None:
     """The model registry, and whether each model can run here right now, offline.
@@ -249,8 +242,6 @@ def models(json: JsonOpt = False) -> None:
     Bundled models need no network; hub models download once on first use (see README).
     --json adds licence and description.
     """
-    from xlir_qdrant.encoders.base import offline_ready, registry
-
     rows = []
     for spec in registry():
         ready, why = offline_ready(spec)

@@ -18,7 +18,7 @@ from .config import Settings
 from .encoders.base import Encoder, ModelSpec, get_spec, load_encoder, registry
 from .encoders.specs import DEFAULT_MODEL
 from .errors import BadQuery, EmptyIndex, ModelMismatch
-from .ingest.pipeline import ANNOTATION_KEY, IngestOptions, Progress, ingest, point_id
+from .ingest.pipeline import ANNOTATION_KEY, IngestOptions, Progress, decode_side, ingest, point_id
 from .records import Filter, IngestReport
 from .search import SearchResult, search, validate
 from .tagging import TagResult, resolve_tag
@@ -56,16 +56,18 @@ class Index:
 
     def collection_model(self) -> ModelSpec | None:
         """The spec of the model that built this collection, if it exists and is known."""
-        for info in self.store.collections():
-            if info.name == self.settings.collection:
-                for spec in registry():
-                    if spec.vector_name == info.model:
-                        return spec
-                raise ModelMismatch(
-                    f"collection {info.name!r} was built with model {info.model!r}, which this xlir does not "
-                    f"know; pass --model PATH_OR_ID for it, or --collection NEW for a new index"
-                )
-        return None
+        name = self.settings.collection
+        vectors = self.store.vectors(name)
+        if len(vectors) != 1:  # no such collection, or not one xlir made (ensure_collection says so)
+            return None
+        (vector_name, _dim), = vectors.items()
+        for spec in registry():
+            if spec.vector_name == vector_name:
+                return spec
+        raise ModelMismatch(
+            f"collection {name!r} was built with model {vector_name!r}, which this xlir does not "
+            f"know; pass --model PATH_OR_ID for it, or --collection NEW for a new index"
+        )
 
     def model_spec(self) -> ModelSpec:
         if self._encoder is not None:
@@ -77,8 +79,7 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(self.model_spec().id if not self.settings.model else self.settings.model,
-                                         device=self.settings.device)
+            self._encoder = load_encoder(self.model_spec(), device=self.settings.device)
         return self._encoder
 
     def _open_collection(self, *, create: bool) -> None:
@@ -166,7 +167,7 @@ class Index:
                 sources.append((path, "index"))
                 continue
             try:
-                image = decode(path, min_side=int(getattr(self.encoder, "input_size", 224)) + 32).image
+                image = decode(path, min_side=decode_side(self.encoder)).image
             except DecodeError as exc:
                 raise BadQuery(f"cannot tag {path}: {exc}") from None
             except FileNotFoundError:
@@ -176,7 +177,7 @@ class Index:
         return np.stack(vectors), sources
 
     def _collection_exists(self) -> bool:
-        return any(c.name == self.settings.collection for c in self.store.collections())
+        return bool(self.store.vectors(self.settings.collection))
 
     def count(self) -> int:
         """How many images the collection holds."""

@@ -69,9 +69,9 @@ def get_spec(model_id: str) -> ModelSpec:
     raise ModelUnavailable(f"unknown model {model_id!r}; known models: {known} (see `xlir models`)")
 
 
-def load_encoder(model_id: str, *, device: str = "auto") -> Encoder:
-    """Resolve ``model_id`` through the registry and build its encoder on ``device``."""
-    spec = get_spec(model_id)
+def load_encoder(model: str | ModelSpec, *, device: str = "auto") -> Encoder:
+    """Build the encoder of ``model`` (an id, alias or checkpoint folder, or a resolved spec)."""
+    spec = model if isinstance(model, ModelSpec) else get_spec(model)
     module_name, func_name = spec.loader.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -107,6 +107,17 @@ def _may_have_cuda() -> bool:
     if sys.platform != "linux":
         return sys.platform == "win32"
     return os.path.exists("/proc/driver/nvidia") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def device_summary() -> str:
+    """The compute device in words, for `xlir info`; imports torch only if a GPU may exist."""
+    if not _may_have_cuda():
+        return "cpu (no CUDA GPU visible)"
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:0 ({torch.cuda.get_device_name(0)})"
+    return "cpu (no CUDA GPU visible)"
 
 
 def normalise(x: NDArray[np.floating]) -> NDArray[np.float32]:

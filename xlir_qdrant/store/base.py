@@ -46,7 +46,15 @@ class Store(Protocol):
         EmptyIndex when it does not exist and ``create`` is false.
         """
 
-    def collections(self) -> list[CollectionInfo]: ...
+    def collections(self) -> list[CollectionInfo]:
+        """Every xlir collection with its point counts (opens each one: for `xlir info`)."""
+
+    def vectors(self, name: str) -> dict[str, int]:
+        """Collection ``name``'s vectors as {vector name: dim}, {} if it does not exist.
+
+        Cheap (no collection is opened), so callers can learn which model built an index
+        before deciding how to open it.
+        """
 
     def upsert(self, points: Sequence[Point]) -> None: ...
 
@@ -80,3 +88,14 @@ class Store(Protocol):
         """Build indexes now (blocking). A no-op where the backend does it by itself."""
 
     def close(self) -> None: ...
+
+
+def as_floats(vector: NDArray[np.float32]) -> list[float]:
+    """A vector as the flat list of floats both Qdrant clients take."""
+    return np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+
+
+def point_floats(point: Point) -> list[float]:
+    if point.vector is None:
+        raise ValueError(f"point {point.id} has no vector to upsert")
+    return as_floats(point.vector)

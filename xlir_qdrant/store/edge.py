@@ -26,11 +26,10 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from ..records import ModelSpec
 from ..errors import BadQuery, ConfigError, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
-from ..records import Filter, Point, ScoredPoint
+from ..records import Filter, ModelSpec, Point, ScoredPoint
 from . import mismatch_message, missing_message
-from .base import INDEXED_KEYWORDS, CollectionInfo
+from .base import INDEXED_KEYWORDS, CollectionInfo, as_floats, point_floats
 from .lock import DirLock, locked_message
 
 OPTIMIZE_AFTER = 20_000  # points outside the HNSW index before optimize() pays off (see above)
@@ -60,6 +59,9 @@ class EdgeStore:
         self._vector = ""
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def vectors(self, name: str) -> dict[str, int]:
+        return _read_vectors(self._collection_dir(name))
 
     def ensure_collection(self, name: str, spec: ModelSpec, *, create: bool = True) -> None:
         path = self._collection_dir(name)
@@ -118,7 +120,7 @@ class EdgeStore:
         if not points:
             return
         batch = [
-            qe.Point(p.id, {self._vector: _vector_list(p)}, dict(p.payload)) for p in points
+            qe.Point(p.id, {self._vector: point_floats(p)}, dict(p.payload)) for p in points
         ]
         self._open().update(qe.UpdateOperation.upsert_points(batch))
 
@@ -141,7 +143,7 @@ class EdgeStore:
             return []
         request = qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest(_as_list(vector), using=self._vector),
+            query=qe.Query.Nearest(as_floats(vector), using=self._vector),
             filter=_edge_filter(filter),
             score_threshold=min_score,
             with_payload=True,
@@ -309,13 +311,3 @@ def _conditions(filter: Filter) -> qe.Filter:
     if filter.tags:
         must.append(qe.FieldCondition("tags", match=qe.MatchAny(list(filter.tags))))
     return qe.Filter(must=must)
-
-
-def _vector_list(point: Point) -> list[float]:
-    if point.vector is None:
-        raise ValueError(f"point {point.id} has no vector to upsert")
-    return _as_list(point.vector)
-
-
-def _as_list(vector: NDArray[np.float32]) -> list[float]:
-    return np.asarray(vector, dtype=np.float32).reshape(-1).tolist()

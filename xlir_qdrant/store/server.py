@@ -18,11 +18,10 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from ..records import ModelSpec
 from ..errors import BadQuery, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
-from ..records import Filter, Point, ScoredPoint
+from ..records import Filter, ModelSpec, Point, ScoredPoint
 from . import mismatch_message, missing_message
-from .base import INDEXED_KEYWORDS, CollectionInfo
+from .base import INDEXED_KEYWORDS, CollectionInfo, as_floats, point_floats
 from .lock import locked_message
 
 _UPSERT_CHUNK = 256  # keeps one request well under the server's 32 MB body limit at 4096-d
@@ -68,6 +67,9 @@ class ServerStore:
         return cls(client, location=str(path))
 
     # -- lifecycle ------------------------------------------------------------------------
+
+    def vectors(self, name: str) -> dict[str, int]:
+        return self._vectors(name) if self.client.collection_exists(name) else {}
 
     def ensure_collection(self, name: str, spec: ModelSpec, *, create: bool = True) -> None:
         if self.client.collection_exists(name):
@@ -121,7 +123,7 @@ class ServerStore:
         for start in range(0, len(points), _UPSERT_CHUNK):
             chunk = points[start:start + _UPSERT_CHUNK]
             structs = [
-                qm.PointStruct(id=p.id, vector={self._vector: _vector_list(p)},
+                qm.PointStruct(id=p.id, vector={self._vector: point_floats(p)},
                                payload=dict(p.payload))
                 for p in chunk
             ]
@@ -143,7 +145,7 @@ class ServerStore:
         self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
         min_score: float | None = None,
     ) -> list[ScoredPoint]:
-        return self._query(np.asarray(vector, dtype=np.float32).tolist(), limit, filter, min_score)
+        return self._query(as_floats(vector), limit, filter, min_score)
 
     def recommend(
         self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
@@ -152,8 +154,8 @@ class ServerStore:
         if len(positive) == 0:
             raise BadQuery("a recommend query needs at least one positive example")
         recommend = qm.RecommendQuery(recommend=qm.RecommendInput(
-            positive=[np.asarray(v, dtype=np.float32).tolist() for v in positive],
-            negative=[np.asarray(v, dtype=np.float32).tolist() for v in negative],
+            positive=[as_floats(v) for v in positive],
+            negative=[as_floats(v) for v in negative],
             strategy=qm.RecommendStrategy.AVERAGE_VECTOR,
         ))
         return self._query(recommend, limit, filter, min_score)
@@ -243,12 +245,6 @@ def _conditions(filter: Filter) -> qm.Filter:
     if filter.tags:
         must.append(qm.FieldCondition(key="tags", match=qm.MatchAny(any=list(filter.tags))))
     return qm.Filter(must=must)
-
-
-def _vector_list(point: Point) -> list[float]:
-    if point.vector is None:
-        raise ValueError(f"point {point.id} has no vector to upsert")
-    return np.asarray(point.vector, dtype=np.float32).reshape(-1).tolist()
 
 
 def _reason(exc: BaseException) -> str:
