@@ -7,9 +7,8 @@ function (xlir_qdrant.train.run, xlir_qdrant.eval.evaluate) and renders its reco
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, Self
 
 import typer
 from rich import box
@@ -18,9 +17,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from xlir_qdrant.encoders.specs import DEFAULT_MODEL
-
-_METRICS = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
-
 
 def register(app: typer.Typer) -> None:
     """Add `train` and `eval` to ``app`` (idempotent: a second call adds nothing)."""
@@ -101,9 +97,11 @@ def train(
             report = run(data, out, config, image_model=image_model, text_encoder=text_encoder, device=device,
                          workers=workers, use_cache=not no_cache, progress=bar.on_event)
         if json:
+            from xlir_qdrant.eval.recall import nan_to_none
+
             from .render import print_json_lines
 
-            print_json_lines(cli.out, [_jsonable(report.to_dict())])
+            print_json_lines(cli.out, [nan_to_none(report.to_dict())])
             return
         final = report.metrics
         cli.out.print(
@@ -120,31 +118,26 @@ def _recall_line(m: dict[str, float]) -> str:
     return f"text->image R@1/5/10 {_triple(m, 't2i')}, image->text {_triple(m, 'i2t')}"
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+class _Bar:
+    """A front end around one rich Progress, entered and left with it."""
 
+    bar: Progress
 
-class _TrainProgress:
-    """Renders TrainEvents: one bar per stage; loss and samples/s while training."""
-
-    def __init__(self, console: Any) -> None:
-        self.console = console
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-        self.task: Any = None
-
-    def __enter__(self) -> _TrainProgress:
+    def __enter__(self) -> Self:
         self.bar.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+
+class _TrainProgress(_Bar):
+    """Renders TrainEvents: one bar per stage; loss and samples/s while training."""
+
+    def __init__(self, console: Any) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.task: Any = None
 
     def on_event(self, ev: Any) -> None:
         bar = self.bar
@@ -218,15 +211,19 @@ def evaluate(
                             workers=workers, progress=bar.on_event)
         rows += reference_rows(dataset.name, lang or list(dataset.langs))
         if json:
+            from xlir_qdrant.eval.recall import nan_to_none
+
             from .render import print_json_lines
 
-            print_json_lines(cli.out, (_jsonable(r.to_dict()) for r in rows))
+            print_json_lines(cli.out, (nan_to_none(r.to_dict()) for r in rows))
             return
         cli.out.print(eval_table(rows, dataset.name))
 
 
 def eval_table(rows: list[Any], dataset: str) -> Table:
     """One section per language: measured models first, then the paper's rows (dim)."""
+    from xlir_qdrant.eval.run import METRICS
+
     # Borderless: ten columns fit an 80-column terminal without folding model ids.
     table = Table(title=f"{dataset}: recall@K (%), n = captions", title_justify="left", header_style="bold",
                   box=box.SIMPLE, pad_edge=False)
@@ -244,7 +241,7 @@ def eval_table(rows: list[Any], dataset: str) -> Table:
             table.add_section()
         group = [r for r in rows if r.lang == lang]
         for r in sorted(group, key=lambda r: r.reference):
-            cells = [_cell(getattr(r, m)) for m in _METRICS]
+            cells = [_cell(getattr(r, m)) for m in METRICS]
             table.add_row(lang, r.model, *cells, "" if r.reference else str(r.captions),
                           style="dim italic" if r.reference else None)
     return table
@@ -254,19 +251,11 @@ def _cell(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
-class _EvalProgress:
+class _EvalProgress(_Bar):
     def __init__(self, console: Any) -> None:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, transient=True)
         self.task = self.bar.add_task("XTD10 images", total=None, visible=False)
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> _EvalProgress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
 
     def advance(self, n: int) -> None:
         self.bar.update(self.task, visible=True, description="downloading XTD10 images")

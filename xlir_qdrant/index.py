@@ -18,7 +18,8 @@ from .config import Settings
 from .encoders.base import Encoder, ModelSpec, get_spec, load_encoder, registry
 from .encoders.specs import DEFAULT_MODEL
 from .errors import BadQuery, EmptyIndex, ModelMismatch
-from .ingest.pipeline import ANNOTATION_KEY, IngestOptions, Progress, decode_side, ingest, point_id
+from .ingest.decode import DecodeError, decode, decode_side
+from .ingest.pipeline import ANNOTATION_KEY, IngestOptions, Progress, ingest, point_id
 from .records import Filter, IngestReport
 from .search import SearchResult, search, validate
 from .tagging import TagResult, resolve_tag
@@ -149,8 +150,6 @@ class Index:
 
     def _vectors_for(self, files: Sequence[str | os.PathLike[str]]) -> tuple[Any, list[tuple[str, str]]]:
         import numpy as np
-
-        from .ingest.decode import DecodeError, decode
 
         paths = [os.path.abspath(os.path.expanduser(f)) for f in files]
         if not paths:

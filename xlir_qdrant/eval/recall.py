@@ -9,7 +9,9 @@ image matches all of its captions and the best-ranked one counts (the standard C
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -74,3 +76,15 @@ def retrieval_recall(
         ranks = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         out.update({f"{name}_r{k}": v for k, v in recall_at(ranks, ks).items()})
     return out
+
+
+def nan_to_none(value: Any) -> Any:
+    """``value`` with every NaN float (an unmeasured recall, the untrained epoch's loss) as None,
+    through dicts, lists and tuples: NaN is not JSON, null is."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_to_none(v) for v in value]
+    return value

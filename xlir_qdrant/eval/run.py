@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..encoders.base import Encoder, load_encoder
-from ..ingest.decode import DecodeError, decode
+from ..ingest.decode import DecodeError, decode, decode_side
+from ..ingest.workers import bounded_map
 from .recall import retrieval_recall
 from .xtd10 import DatasetError, EvalSet, canonical_lang
 
@@ -62,7 +63,6 @@ class EvalEvent:
     stage: str = ""
     total: int = 0
     n: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 Progress = Callable[[EvalEvent], None]
@@ -140,10 +140,8 @@ def embed_image_files(
 ) -> NDArray[np.float32]:
     """Embed image files in order, decoding ahead on threads; any unreadable file stops the run
     (recall over a set with holes would not be comparable)."""
-    from ..train.features import bounded_map
-
     getattr(encoder, "warm_up", lambda: None)()
-    min_side = int(getattr(encoder, "input_size", 224)) + 32
+    min_side = decode_side(encoder)
     preprocess = getattr(encoder, "preprocess", None)
     use_pixels = preprocess is not None and hasattr(encoder, "embed_pixels")
 

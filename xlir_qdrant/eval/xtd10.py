@@ -75,6 +75,15 @@ def canonical_lang(code: str) -> str:
     return _ALIASES.get(code, code)
 
 
+def _xtd10_langs(langs: Iterable[str] | None) -> list[str]:
+    """``langs`` (default: all eleven) as canonical codes, each one XTD10 has."""
+    wanted = [canonical_lang(code) for code in (langs or LANGUAGES)]
+    unknown = [c for c in wanted if c not in LANGUAGES]
+    if unknown:
+        raise DatasetError(f"XTD10 has no language {unknown[0]!r}; it has {', '.join(LANGUAGES)}")
+    return wanted
+
+
 def caption_file(lang: str) -> str:
     return f"test_1kcaptions_{LANGUAGES[lang][0]}.txt"
 
@@ -110,10 +119,7 @@ def fetch_captions(
 
     dest = Path(dest) if dest is not None else cache_dir() / "xtd10"
     dest.mkdir(parents=True, exist_ok=True)
-    wanted = [canonical_lang(code) for code in (langs or LANGUAGES)]
-    for lang in wanted:
-        if lang not in LANGUAGES:
-            raise DatasetError(f"XTD10 has no language {lang!r}; it has {', '.join(LANGUAGES)}")
+    wanted = _xtd10_langs(langs)
     jobs = [("test_image_names.txt", (IMAGE_LIST,))]
     jobs += [(caption_file(lang), tuple(f"{d}/{caption_file(lang)}" for d in LANGUAGES[lang][1])) for lang in wanted]
     http = _client(client)
@@ -213,10 +219,7 @@ def load_xtd10(
     Images missing below ``images_root`` are downloaded into it when ``fetch_missing_images``,
     else the run stops: recall over a partial set is not comparable with the paper.
     """
-    wanted = [canonical_lang(c) for c in (langs or LANGUAGES)]
-    unknown = [c for c in wanted if c not in LANGUAGES]
-    if unknown:
-        raise DatasetError(f"XTD10 has no language {unknown[0]!r}; it has {', '.join(LANGUAGES)}")
+    wanted = _xtd10_langs(langs)
     folder = Path(captions_dir) if captions_dir is not None else fetch_captions(wanted, client=client)
     names = _read(folder / "test_image_names.txt")
     captions: dict[str, LangCaptions] = {}

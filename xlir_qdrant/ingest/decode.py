@@ -28,6 +28,12 @@ class Decoded:
     taken_at: str | None
 
 
+def decode_side(encoder: object) -> int:
+    """The short side to decode at for ``encoder``: its input size plus the margin its centre
+    crop cuts (224 + 32 when the encoder does not say)."""
+    return int(getattr(encoder, "input_size", 224)) + 32
+
+
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -24,7 +24,7 @@ from ..encoders.base import Encoder
 from ..errors import XlirError
 from ..records import Filter, IngestReport, Point
 from ..store.base import Store
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, sha256_file
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, decode_side, sha256_file
 from .scan import FileInfo, ancestors, scan
 from .workers import bounded_map
 
@@ -63,11 +63,6 @@ Progress = Callable[[Event], None]
 # tagging existed, or with another vocabulary) is re-annotated from its stored vector.
 Annotate = Callable[[np.ndarray], list[dict[str, Any]]]
 ANNOTATION_KEY = "annotation"
-
-
-def decode_side(encoder: Encoder) -> int:
-    """The short side to decode at: the model's input plus the margin its centre crop cuts."""
-    return int(getattr(encoder, "input_size", 224)) + 32
 
 
 def _payload(info: FileInfo, sha: str, width: int, height: int, taken_at: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ points here, so `xlir index/search --model path/to/checkpoint` work unchanged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -27,6 +28,7 @@ from PIL import Image
 
 from ..encoders.base import ModelSpec, get_spec
 from ..errors import ModelUnavailable
+from ..eval.recall import nan_to_none
 from .model import HeadConfig, JointModel
 
 FORMAT = 1
@@ -63,7 +65,7 @@ def save(
         "languages": list(languages),
         "licence": f"weights: the training data's terms; frozen towers: {image_spec.licence} (image), "
                    f"{'Apache-2.0' if text_encoder == 'muse' else 'see the text encoder'} (text)",
-        "size_mb": max(1, round((out / WEIGHTS).stat().st_size / 2**20)),
+        "size_mb": max(1, round(len(blob) / 2**20)),
         "needs_lang": False,
         "loader": LOADER,
         "description": f"trained by xlir train ({getattr(config, 'loss', '?')}): {text_encoder} text, "
@@ -86,17 +88,7 @@ def save(
 
 def _write_json(path: Path, data: object) -> None:
     # NaN (the untrained epoch's loss) is not JSON; null is.
-    path.write_text(json.dumps(_nan_to_none(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
+    path.write_text(json.dumps(nan_to_none(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 class CheckpointEncoder:
@@ -112,28 +104,20 @@ class CheckpointEncoder:
         self.device = device
         self.model = model
         self.meta = meta
-        self._image: Any = None
-        self._text: Any = None
 
-    @property
+    @functools.cached_property
     def image_tower(self) -> Any:
-        if self._image is None:
-            from .features import image_featurizer
+        from .features import image_featurizer
 
-            tower = image_featurizer(self.meta["image_model"], self.device)
-            _check_width("image", tower.dim, self.model.config.image_in, self.meta["image_model"])
-            self._image = tower
-        return self._image
+        name = self.meta["image_model"]
+        return _checked("image", image_featurizer(name, self.device), self.model.config.image_in, name)
 
-    @property
+    @functools.cached_property
     def text_tower(self) -> Any:
-        if self._text is None:
-            from .features import text_featurizer
+        from .features import text_featurizer
 
-            tower = text_featurizer(self.meta["text_encoder"], self.device)
-            _check_width("text", tower.dim, self.model.config.text_in, self.meta["text_encoder"])
-            self._text = tower
-        return self._text
+        name = self.meta["text_encoder"]
+        return _checked("text", text_featurizer(name, self.device), self.model.config.text_in, name)
 
     @property
     def input_size(self) -> int:
@@ -173,9 +157,12 @@ class CheckpointEncoder:
         return out.astype(np.float32, copy=False)
 
 
-def _check_width(side: str, got: int, want: int, name: str) -> None:
-    if got != want:
-        raise ModelUnavailable(f"checkpoint was trained on {want}-d {side} features, but {name!r} now gives {got}-d")
+def _checked(side: str, tower: Any, want: int, name: str) -> Any:
+    """``tower`` if it still gives the feature width the checkpoint was trained on."""
+    if tower.dim != want:
+        raise ModelUnavailable(f"checkpoint was trained on {want}-d {side} features, but {name!r} now gives "
+                               f"{tower.dim}-d")
+    return tower
 
 
 def load(spec: ModelSpec, device: str) -> CheckpointEncoder:

@@ -12,7 +12,6 @@ import functools
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +20,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ..cache import cache_dir
+from ..cache import cache_dir, load_array, save_array
 from ..encoders.base import get_spec, load_encoder, normalise
 from ..errors import ModelUnavailable
-from ..ingest.decode import DecodeError, decode
+from ..ingest.decode import DecodeError, decode, decode_side
 from ..ingest.workers import bounded_map
 
 MUSE = "muse"
@@ -81,7 +80,7 @@ class EncoderFeatures:
     def __init__(self, model_id: str, encoder: Any) -> None:
         self.key = f"{model_id}:embedding"
         self.dim = int(encoder.spec.dim)
-        self.min_side = int(getattr(encoder, "input_size", 224)) + 32
+        self.min_side = decode_side(encoder)
         self._encoder = encoder
         # An encoder may expose ``preprocess`` as None (checkpoints over PIL-only towers do).
         self.pixels = callable(getattr(encoder, "preprocess", None)) and hasattr(encoder, "embed_pixels")
@@ -208,11 +207,11 @@ def text_features(
         block = list(texts[start : start + chunk])
         digest = hashlib.sha256("\n".join([featurizer.key, *block]).encode()).hexdigest()[:32]
         path = _feature_dir(featurizer.key) / f"texts-{digest}.npy"
-        cached = _load(path, (len(block), featurizer.dim)) if use_cache else None
+        cached = load_array(path, (len(block), featurizer.dim)) if use_cache else None
         if cached is None:
             cached = np.asarray(featurizer.features(block), np.float32)
             if use_cache:
-                _save(path, cached)
+                save_array(path, cached)
         parts.append(cached)
         if on_advance:
             on_advance(len(block))
@@ -242,7 +241,7 @@ def image_features(
         key = f"{featurizer.key}|{os.path.abspath(p)}|{st.st_mtime_ns}|{st.st_size}"
         digest = hashlib.sha256(key.encode()).hexdigest()
         cache = _feature_dir(featurizer.key) / digest[:2] / f"{digest}.npy"
-        if use_cache and (row := _load(cache, (featurizer.dim,))) is not None:
+        if use_cache and (row := load_array(cache, (featurizer.dim,))) is not None:
             out[i], ok[i] = row, True
             if on_advance:
                 on_advance(1)
@@ -260,7 +259,7 @@ def image_features(
         for (i, cache, _), row in zip(batch, feats, strict=True):
             out[i], ok[i] = row, True
             if use_cache:
-                _save(cache, np.asarray(row, np.float32))
+                save_array(cache, np.asarray(row, np.float32))
         if on_advance:
             on_advance(len(batch))
         batch.clear()
@@ -285,20 +284,3 @@ def _feature_dir(key: str) -> Path:
     return path
 
 
-def _load(path: Path, shape: tuple[int, ...]) -> NDArray[np.float32] | None:
-    if not path.is_file():
-        return None
-    try:
-        arr = np.load(path)
-    except (OSError, ValueError):
-        return None  # a torn or foreign file: recompute and replace it
-    return arr if arr.shape == shape and arr.dtype == np.float32 else None
-
-
-def _save(path: Path, arr: NDArray[np.float32]) -> None:
-    # Write-then-rename: a run killed mid-write never leaves a torn file a later run would read.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, arr)
-    os.replace(tmp, path)

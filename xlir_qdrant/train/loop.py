@@ -121,6 +121,11 @@ class TrainEvent:
 Progress = Callable[[TrainEvent], None]
 
 
+def final_metrics(history: list[dict[str, float]]) -> dict[str, float]:
+    """The last epoch's row of a training history (a copy), or {} before any epoch."""
+    return dict(history[-1]) if history else {}
+
+
 @dataclass
 class TrainResult:
     model: JointModel
@@ -131,7 +136,7 @@ class TrainResult:
 
     @property
     def metrics(self) -> dict[str, float]:
-        return dict(self.history[-1]) if self.history else {}
+        return final_metrics(self.history)
 
 
 def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -232,8 +237,9 @@ def train(
         emit(TrainEvent("stage", stage=f"training ({device} {precision})", total=total_steps))
 
         history: list[dict[str, float]] = []
-        if val_set is not None and len(val_set.image):
-            untrained = validation_recall(model, val_set, device, config.val_max_images)
+        val = val_set if val_set is not None and len(val_set.image) else None  # None: no validation
+        if val is not None:
+            untrained = validation_recall(model, val, device, config.val_max_images)
             history.append({"epoch": 0, "loss": math.nan, **untrained})
             emit(TrainEvent("epoch", epoch=0, metrics=untrained))
 
@@ -269,8 +275,8 @@ def train(
                     running.zero_()
                     seen, window_start = 0, time.perf_counter()
             row = {"epoch": epoch, "loss": epoch_loss / steps_per_epoch}
-            if val_set is not None and len(val_set.image):
-                row.update(validation_recall(model, val_set, device, config.val_max_images))
+            if val is not None:
+                row.update(validation_recall(model, val, device, config.val_max_images))
             history.append(row)
             emit(TrainEvent("epoch", epoch=epoch, metrics=row))
     model.eval()
@@ -292,7 +298,7 @@ class TrainReport:
 
     @property
     def metrics(self) -> dict[str, float]:
-        return dict(self.history[-1]) if self.history else {}
+        return final_metrics(self.history)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "out": str(self.out), "metrics": self.metrics}
@@ -323,16 +329,18 @@ def run(
         skipped.append(path)
         emit(TrainEvent("skipped", path=path, reason=reason))
 
-    feats, ok = image_features(pairs.images, img, workers=workers, use_cache=use_cache,
-                               on_advance=lambda k: emit(TrainEvent("advance", n=k)), on_skip=on_skip)
+    def advance(k: int) -> None:
+        emit(TrainEvent("advance", n=k))
+
+    feats, ok = image_features(pairs.images, img, workers=workers, use_cache=use_cache, on_advance=advance,
+                               on_skip=on_skip)
     usable = np.flatnonzero(ok)
     if len(usable) < 2:
         raise DataError(f"only {len(usable)} of {len(pairs.images)} images could be read; need at least 2")
     # All captions at once, in the data file's order: the cache then survives a new --seed or
     # --val-fraction, which only re-split the rows below.
     emit(TrainEvent("stage", stage="text features", total=len(pairs.captions)))
-    text = text_features(pairs.captions, txt, use_cache=use_cache,
-                         on_advance=lambda k: emit(TrainEvent("advance", n=k)))
+    text = text_features(pairs.captions, txt, use_cache=use_cache, on_advance=advance)
     everything = FeatureSet(text, feats, pairs.caption_image).subset(usable)
     train_idx, val_idx = split_images(len(usable), config.val_fraction, config.seed)
     train_set = everything.subset(train_idx)
