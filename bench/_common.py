@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,3 +82,17 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.s = time.perf_counter() - self.t0
+
+
+def time_cli(argv_list: list[list[str]], home: Path) -> tuple[list[float], subprocess.CompletedProcess[str]]:
+    """Wall time of each `xlir ARGS` process in turn (a new process each: cold start included)."""
+    xlir = shutil.which("xlir") or str(Path(sys.executable).with_name("xlir"))
+    env = {**os.environ, "XLIR_HOME": str(home)}
+    times = []
+    for argv in argv_list:
+        t0 = time.perf_counter()
+        proc = subprocess.run([xlir, *argv], capture_output=True, text=True, env=env)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            print(proc.stdout, proc.stderr)
+    return times, proc

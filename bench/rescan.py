@@ -18,16 +18,14 @@ and prints PASS/FAIL lines against the 2 s target (no assertion).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PHOTOS, median  # noqa: E402
+from _common import PHOTOS, median, time_cli  # noqa: E402
 
 TARGET_S = 2.0
 
@@ -102,16 +100,7 @@ def main() -> None:
         print(f"\nrescan, library Index.index (model loaded): median {median(lib):.2f}s "
               f"over {args.runs} runs {[round(x, 2) for x in lib]}; {rep.unchanged} unchanged{assert_note}")
 
-        xlir = shutil.which("xlir") or str(Path(sys.executable).with_name("xlir"))
-        env = {**os.environ, "XLIR_HOME": str(home)}
-        cli = []
-        for _ in range(args.runs):
-            t0 = time.perf_counter()
-            proc = subprocess.run([xlir, "index", str(photos), "--store", str(store), "--device", "cpu"],
-                                  capture_output=True, text=True, env=env)
-            cli.append(time.perf_counter() - t0)
-            if proc.returncode != 0:
-                print(proc.stdout, proc.stderr)
+        cli, proc = time_cli([["index", str(photos), "--store", str(store), "--device", "cpu"]] * args.runs, home)
         last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
         print(f"rescan, `xlir index` process wall time: median {median(cli):.2f}s "
               f"over {args.runs} runs {[round(x, 2) for x in cli]}")

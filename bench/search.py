@@ -17,9 +17,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fake_payload, median, pct  # noqa: E402
+from _common import fake_payload, median, pct, time_cli  # noqa: E402
 
 DIM = 512
 QUERIES = ["perro en la playa", "a cup of coffee", "Katze auf dem Sofa", "夕焼けの山", "red car in the snow",
@@ -188,16 +186,8 @@ def main() -> None:
               f"mUSE query encode alone p50 {pct(enc_t, 50):.1f} ms)")
 
         # -- xlir search cold start -----------------------------------------------------
-        xlir = shutil.which("xlir") or str(Path(sys.executable).with_name("xlir"))
-        env = {**os.environ, "XLIR_HOME": str(home)}
-        cold = []
-        for i in range(args.cold_runs):
-            t0 = time.perf_counter()
-            proc = subprocess.run([xlir, "search", QUERIES[i % len(QUERIES)], "--store", str(edge_dir),
-                                   "--device", "cpu", "--json"], capture_output=True, text=True, env=env)
-            cold.append(time.perf_counter() - t0)
-            if proc.returncode != 0:
-                print(proc.stdout, proc.stderr)
+        cold, _ = time_cli([["search", QUERIES[i % len(QUERIES)], "--store", str(edge_dir), "--device", "cpu",
+                             "--json"] for i in range(args.cold_runs)], home)
         print(f"`xlir search` cold start ({done_edge(sizes)} points): median {median(cold):.2f}s "
               f"over {args.cold_runs} runs {[round(c, 2) for c in cold]}")
     finally:
