@@ -106,8 +106,6 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setattr(factory, "_MODEL_CONFIG_PATHS", list(factory._MODEL_CONFIG_PATHS))
         mp.setattr(factory, "_MODEL_CONFIGS", dict(factory._MODEL_CONFIGS))
         open_clip.add_model_config(configs)
-        if not _has_builtin_specs():
-            mp.setattr(base, "_BUILTINS_LOADED", True)
         base.register(_spec(XLMR_ID, "tiny-xlmr-vit", needs_lang=False))
         base.register(_spec(NLLB_ID, "tiny-nllb-vit", needs_lang=True))
         try:
@@ -117,30 +115,21 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             base.unregister(NLLB_ID)
 
 
-def _has_builtin_specs() -> bool:
-    try:
-        __import__("xlir_qdrant.encoders.specs")
-    except ModuleNotFoundError as exc:
-        if exc.name != "xlir_qdrant.encoders.specs":
-            raise
-        return False
-    return True
+def _load_seeded(model_id: str, seed: int) -> OpenClipEncoder:
+    torch.manual_seed(seed)  # the tiny towers' random weights
+    encoder = load_encoder(model_id, device="cpu")
+    assert isinstance(encoder, OpenClipEncoder)
+    return encoder
 
 
 @pytest.fixture(scope="module")
 def xlmr(tiny_models: None) -> OpenClipEncoder:
-    torch.manual_seed(0)
-    encoder = load_encoder(XLMR_ID, device="cpu")
-    assert isinstance(encoder, OpenClipEncoder)
-    return encoder
+    return _load_seeded(XLMR_ID, 0)
 
 
 @pytest.fixture(scope="module")
 def nllb(tiny_models: None) -> OpenClipEncoder:
-    torch.manual_seed(1)
-    encoder = load_encoder(NLLB_ID, device="cpu")
-    assert isinstance(encoder, OpenClipEncoder)
-    return encoder
+    return _load_seeded(NLLB_ID, 1)
 
 
 def _images() -> list[Image.Image]:
