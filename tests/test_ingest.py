@@ -203,3 +203,14 @@ def test_index_made_before_tagging_gets_tags_without_reembedding(tmp_path: Path,
         report = idx.index([colour_photos])
         assert report.unchanged == 4 and idx.encoder.calls == calls
         assert [Path(p.payload["path"]).name for p in idx.store.scroll(filter=Filter(tags=("red",)))] == ["red.jpg"]
+
+
+def test_copies_in_one_run_are_embedded_once(tmp_path: Path, colour_photos: Path) -> None:
+    for i in range(5):
+        shutil.copy(colour_photos / "red.jpg", colour_photos / f"red-copy-{i}.jpg")
+    with _index(tmp_path) as idx:
+        report = idx.index([colour_photos])
+        assert idx.encoder.calls == 4  # red, green, blue, white: the copies ride on red's vector
+        assert report.added == 4 and report.reused == 5 and idx.count() == 9
+        reds = {Path(h.path).name for h in idx.search("red", top_k=6).hits}
+        assert reds == {"red.jpg", *(f"red-copy-{i}.jpg" for i in range(5))}

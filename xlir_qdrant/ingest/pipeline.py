@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,29 +179,51 @@ def _embed_and_store(
         pixels = preprocess(decoded.image) if preprocess is not None else None
         return info, sha, decoded, pixels, None
 
+    lookahead = max(2 * opts.batch_size, 8)
     batch: list[tuple[FileInfo, str, Decoded, Any]] = []
-    for info, result in bounded_map(prepare, todo, opts.workers, lookahead=max(2 * opts.batch_size, 8), name="xlir-decode"):
+    # Copies within one run: a worker's store lookup cannot see an image still in flight, so
+    # the main thread remembers the images of the open batch and of the last `lookahead`
+    # embedded ones (bounded), and copies of those reuse the vector instead of the model.
+    waiting: dict[str, list[FileInfo]] = {}
+    recent: OrderedDict[str, Point] = OrderedDict()
+
+    def reuse(info: FileInfo, sha: str, source: Point) -> None:
+        counts["reused"] += 1
+        _count_change(info, known, counts, reused=True)
+        payload = _payload(info, sha, source.payload.get("width"), source.payload.get("height"),
+                           source.payload.get("taken_at"))
+        with store_lock:
+            store.upsert([Point(point_id(info.path), source.vector, {**source.payload, **payload})])
+        emit(Event("done", n=1))
+
+    def flush() -> None:
+        stored = _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
+        for (_, sha, _, _), point in zip(batch, stored, strict=True):
+            recent[sha] = point
+            for copy in waiting.pop(sha, []):
+                reuse(copy, sha, point)
+        while len(recent) > lookahead:
+            recent.popitem(last=False)
+        batch.clear()
+
+    for info, result in bounded_map(prepare, todo, opts.workers, lookahead=lookahead, name="xlir-decode"):
         if isinstance(result, BaseException):
             reason = str(result) if isinstance(result, DecodeError) else _reason(result)
             skip(info.path, reason)
             continue
         info, sha, decoded, pixels, source = result
-        if source is not None:
-            # Same bytes already stored (a move or a copy): reuse the vector, no decode.
-            counts["reused"] += 1
-            _count_change(info, known, counts, reused=True)
-            payload = _payload(info, sha, source.payload.get("width"), source.payload.get("height"),
-                               source.payload.get("taken_at"))
-            with store_lock:
-                store.upsert([Point(point_id(info.path), source.vector, {**source.payload, **payload})])
-            emit(Event("done", n=1))
-            continue
-        batch.append((info, sha, decoded, pixels))
-        if len(batch) >= opts.batch_size:
-            _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
-            batch = []
+        source = source or recent.get(sha)
+        if source is not None:  # same bytes already stored (a move or a copy): no model run
+            reuse(info, sha, source)
+        elif sha in waiting:  # same bytes as an image in the open batch
+            waiting[sha].append(info)
+        else:
+            waiting[sha] = []
+            batch.append((info, sha, decoded, pixels))
+            if len(batch) >= opts.batch_size:
+                flush()
     if batch:
-        _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
+        flush()
 
 
 def _reannotate(paths: list[str], store: Store, annotate: Annotate, batch: int) -> None:
@@ -221,7 +244,8 @@ def _stored_with_hash(sha: str, store: Store) -> Point | None:
     return None
 
 
-def _flush(batch, known, encoder, store, emit, counts, lock, annotate) -> None:  # noqa: ANN001 - private helper
+def _flush(batch, known, encoder, store, emit, counts, lock, annotate) -> list[Point]:  # noqa: ANN001
+    """Embed one batch, store it, and return the stored points (in batch order)."""
     pixels = [b[3] for b in batch]
     if all(p is not None for p in pixels) and hasattr(encoder, "embed_pixels"):
         vectors = encoder.embed_pixels(np.stack(pixels))
@@ -236,6 +260,7 @@ def _flush(batch, known, encoder, store, emit, counts, lock, annotate) -> None: 
     with lock:
         store.upsert(points)
     emit(Event("done", n=len(points)))
+    return points
 
 
 def _count_change(info: FileInfo, known: dict[str, Any], counts: dict[str, int], *, reused: bool) -> None:
