@@ -145,17 +145,7 @@ class ImageNetTower:
         self._torch = torch
 
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
-        """PIL image -> (3, size, size) float32, exactly as the TF evaluation did."""
-        image = image.convert("RGB")
-        scaled = self.size + _CROP_PADDING
-        w, h = image.size
-        ratio = scaled / min(w, h)
-        image = image.resize((max(scaled, round(w * ratio)), max(scaled, round(h * ratio))), Image.BICUBIC)
-        w, h = image.size
-        left, top = (w - self.size) // 2, (h - self.size) // 2
-        image = image.crop((left, top, left + self.size, top + self.size))
-        arr = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+        return tf_preprocess(image, self.size)
 
     def probabilities(self, pixels: NDArray[np.float32], temperature: float = 1.0) -> NDArray[np.float32]:
         torch = self._torch
@@ -171,6 +161,21 @@ class ImageNetTower:
             x = torch.from_numpy(pixels).to(self.device)
             pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
             return pooled.float().cpu().numpy()
+
+
+def tf_preprocess(image: Image.Image, size: int) -> NDArray[np.float32]:
+    """PIL image -> (3, size, size) float32, exactly as the TF evaluation did. Needs no network
+    weights, so decode workers can run it before the model is loaded."""
+    image = image.convert("RGB")
+    scaled = size + _CROP_PADDING
+    w, h = image.size
+    ratio = scaled / min(w, h)
+    image = image.resize((max(scaled, round(w * ratio)), max(scaled, round(h * ratio))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    arr = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def map_state_dict(source: dict, target: dict) -> dict:
@@ -225,7 +230,7 @@ class ConseEncoder:
         _ = self.tower, self.labels
 
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
-        return self.tower.preprocess(image)
+        return tf_preprocess(image, self.input_size)
 
     def embed_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         probs = self.tower.probabilities(pixels, self.params.temperature)

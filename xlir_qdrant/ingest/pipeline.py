@@ -91,7 +91,18 @@ def ingest(
     """Index ``roots`` incrementally; ``annotation`` identifies what ``annotate`` computes."""
     opts = options or IngestOptions()
     emit = progress or (lambda _e: None)
-    warmed = False
+    model_ready = False
+
+    def ensure_model() -> None:
+        # The model loads (seconds) only when a decoded image is about to be embedded: a
+        # re-scan of an unchanged library, or one whose only news is unreadable files, stays
+        # a stat walk.
+        nonlocal model_ready
+        if not model_ready:
+            emit(Event("loading"))
+            getattr(encoder, "warm_up", lambda: None)()
+            model_ready = True
+            emit(Event("loaded"))
     start = time.perf_counter()
     counts = dict(scanned=0, added=0, updated=0, unchanged=0, reused=0, removed=0, failed=0)
 
@@ -128,17 +139,10 @@ def ingest(
             else:
                 todo.append(info)
         emit(Event("found", n=len(todo)))
-        if todo and not warmed:
-            # Only now, with something to embed, is the model loaded (seconds): a re-scan of an
-            # unchanged library stays a stat walk. Lazy model parts must also exist before the
-            # worker threads call preprocess() concurrently.
-            emit(Event("loading"))
-            getattr(encoder, "warm_up", lambda: None)()
-            warmed = True
-            emit(Event("loaded"))
         if stale and annotate is not None:
             _reannotate(stale, store, annotate, opts.batch_size)
-        _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts, annotate)
+        if todo:
+            _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts, annotate, ensure_model)
 
         gone = [path for path in known if path not in seen and not os.path.exists(path)]
         if opts.prune and gone and not walk_errors:
@@ -163,6 +167,7 @@ def _embed_and_store(
     skip: Callable[[str, str], None],
     counts: dict[str, int],
     annotate: Annotate | None = None,
+    ensure_model: Callable[[], None] = lambda: None,
 ) -> None:
     min_side = decode_side(encoder)
     preprocess = getattr(encoder, "preprocess", None)
@@ -197,6 +202,7 @@ def _embed_and_store(
         emit(Event("done", n=1))
 
     def flush() -> None:
+        ensure_model()
         stored = _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
         for (_, sha, _, _), point in zip(batch, stored, strict=True):
             recent[sha] = point
