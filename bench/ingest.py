@@ -7,7 +7,9 @@ phase has its own peak RSS, and no phase warms the page cache or the model for a
 
   decode-only   the pipeline's worker step: sha256 + decode() (JPEG draft mode) + preprocess(),
                 on bounded_map with the default worker count; no model call
-  encode-only   the bundled model (embed_pixels) on pre-decoded pixel tensors, batch 32
+  encode-only   the bundled model (embed_pixels) on pre-decoded pixel tensors, batch 32, on
+                the runtime xlir picks (onnxruntime on CPU)
+  encode-torch  the same on torch eager, the runtime onnxruntime had to beat
   naive         sequential full PIL decode (no draft mode) -> embed_images(batch of 8) ->
                 upsert into a fresh EdgeStore
   xlir          Index.index on a fresh store (hashing, decode threads, batch 32, tagging, upsert)
@@ -103,11 +105,14 @@ def files_of(folder: Path) -> list[str]:
 
 # -- phases (each runs in a fresh process) --------------------------------------------------
 
-def _encoder():
+def _encoder(runtime: str = "auto"):
     from xlir_qdrant.encoders.base import load_encoder
+    from xlir_qdrant.encoders.bundled import ImageNetTower
     from xlir_qdrant.encoders.specs import DEFAULT_MODEL
 
     enc = load_encoder(DEFAULT_MODEL, device="cpu")
+    if runtime != "auto":
+        enc._tower = ImageNetTower(enc.params.variant, "cpu", runtime=runtime)
     enc.warm_up()
     return enc
 
@@ -136,12 +141,12 @@ def phase_decode(files: list[str]) -> dict:
     return {"images": n, "seconds": s, "rate": n / s, "workers": opts.workers}
 
 
-def phase_encode(files: list[str]) -> dict:
+def phase_encode(files: list[str], runtime: str = "auto") -> dict:
     import numpy as np
 
     from xlir_qdrant.ingest.decode import decode
 
-    enc = _encoder()
+    enc = _encoder(runtime)
     min_side = enc.input_size + 32
     pixels = np.stack([enc.preprocess(decode(p, min_side=min_side).image) for p in files])
     enc.embed_pixels(pixels[:2])  # first-call allocations, outside the clock
@@ -149,7 +154,7 @@ def phase_encode(files: list[str]) -> dict:
     for i in range(0, len(pixels), 32):
         enc.embed_pixels(pixels[i : i + 32])
     s = time.perf_counter() - t0
-    return {"images": len(pixels), "seconds": s, "rate": len(pixels) / s}
+    return {"images": len(pixels), "seconds": s, "rate": len(pixels) / s, "runtime": enc.tower.runtime}
 
 
 def phase_naive(files: list[str]) -> dict:
@@ -208,13 +213,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--folder", type=Path, help="use these images instead of generated ones")
-    ap.add_argument("--phase", choices=["decode", "encode", "naive", "xlir"], help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=["decode", "encode", "encode-torch", "naive", "xlir"], help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase:
         folder = args.folder
         files = files_of(folder)
-        fn = {"decode": phase_decode, "encode": phase_encode, "naive": phase_naive}.get(args.phase)
+        fn = {"decode": phase_decode, "encode": phase_encode, "naive": phase_naive,
+              "encode-torch": lambda f: phase_encode(f, "torch")}.get(args.phase)
         emit(fn(files) if fn else phase_xlir(folder))
         return
 
@@ -232,10 +238,11 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores; model load excluded from every phase\n")
 
     results = {}
-    for phase in ("decode", "encode", "naive", "xlir"):
+    for phase in ("decode", "encode", "encode-torch", "naive", "xlir"):
         t0 = time.perf_counter()
         results[phase] = r = run_phase(SCRIPT, phase, ["--folder", str(folder)])
         extra = f", workers {r['workers']}" if "workers" in r else ""
+        extra += f", {r['runtime']}" if "runtime" in r else ""
         print(f"{phase:<12} {r['rate']:6.1f} images/s  ({r['images']} in {r['seconds']:.1f}s{extra})  "
               f"peak RSS {r['peak_rss_mb']:.0f} MB   [process {time.perf_counter() - t0:.0f}s]", flush=True)
 
@@ -243,6 +250,8 @@ def main() -> None:
     e2e = results["xlir"]["rate"]
     print()
     print(f"end-to-end / min(decode-only, encode-only) = {e2e:.1f} / {limit:.1f} = {e2e / limit:.2f}")
+    print(f"encode-only / encode-torch                 = {results['encode']['rate']:.1f} / "
+          f"{results['encode-torch']['rate']:.1f} = {results['encode']['rate'] / results['encode-torch']['rate']:.2f}x")
     print(f"end-to-end / naive                         = {e2e:.1f} / {results['naive']['rate']:.1f} "
           f"= {e2e / results['naive']['rate']:.2f}x")
     # Both stages share the same 2 cores, so a pipeline cannot beat 1/(1/d + 1/e) unless one

@@ -51,11 +51,7 @@ def load_set(folder: Path, queries_tsv: Path) -> tuple[list[str], list[Image.Ima
 def logits_for(variant: str, images: list[Image.Image]) -> np.ndarray:
     tower = ImageNetTower(variant, "cpu")
     pixels = np.stack([tower.preprocess(im) for im in images])
-    import torch
-
-    with torch.inference_mode():
-        return np.concatenate([tower.model(torch.from_numpy(pixels[i : i + 32])).numpy()
-                               for i in range(0, len(pixels), 32)])
+    return np.concatenate([tower.logits(pixels[i : i + 32]) for i in range(0, len(pixels), 32)])
 
 
 def image_vectors(logits: np.ndarray, labels: np.ndarray, top_t: int, temperature: float) -> np.ndarray:

