@@ -211,6 +211,28 @@ def test_worker_side_preprocess_matches_embed_images(xlmr: OpenClipEncoder) -> N
     np.testing.assert_allclose(xlmr.embed_pixels(pixels), xlmr.embed_images(images), atol=1e-5)
 
 
+def test_a_folder_indexes_with_an_open_clip_model(xlmr: OpenClipEncoder, tmp_path: Path) -> None:
+    from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+    from xlir_qdrant.store.edge import EdgeStore
+
+    images = _images()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        img.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}", quality=100)
+    store = EdgeStore(tmp_path / "store")
+    store.ensure_collection("photos", xlmr.spec)
+    report = ingest([folder], xlmr, store, IngestOptions(batch_size=3))
+    assert (report.added, report.failed) == (len(images), 0)
+    stored = {Path(p.payload["path"]).name: np.asarray(p.vector) for p in store.scroll(with_vectors=True)}
+    from PIL import Image as PILImage
+
+    want = xlmr.embed_images([PILImage.open(folder / name) for name in sorted(stored)])
+    got = np.stack([stored[name] for name in sorted(stored)])
+    assert np.all(np.sum(got * want, axis=1) > 0.98)
+    store.close()
+
+
 @pytest.mark.parametrize("which", ["xlmr", "nllb"])
 def test_empty_inputs_give_empty_arrays(which: str, request: pytest.FixtureRequest) -> None:
     encoder: OpenClipEncoder = request.getfixturevalue(which)

@@ -70,12 +70,13 @@ class OpenClipEncoder:
         """The model's own resize/crop/normalise; pure, so ingest workers may call it."""
         return self._preprocess(image)
 
-    def embed_pixels(self, pixels: torch.Tensor) -> NDArray[np.float32]:
-        """Embed a batch of already preprocessed images, shape (n, 3, H, W), in one pass."""
+    def embed_pixels(self, pixels: torch.Tensor | NDArray[np.float32]) -> NDArray[np.float32]:
+        """Embed a batch of already preprocessed images, shape (n, 3, H, W), in one pass: a
+        tensor (on any device) or an array (ingest workers stack theirs with numpy)."""
         if len(pixels) == 0:
             return self._empty()
         with torch.inference_mode(), self._autocast():
-            features = self._model.encode_image(pixels.to(self.device, non_blocking=True))
+            features = self._model.encode_image(torch.as_tensor(pixels).to(self.device, non_blocking=True))
         return normalise(features.float().cpu().numpy())
 
     def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
