@@ -8,6 +8,9 @@ from PIL import Image
 
 import fakes
 
+# Derived files (label matrices, the exported image tower) shared by every test run.
+TEST_CACHE = Path(os.environ.get("XLIR_TEST_CACHE", "/tmp/xlir-test-cache"))
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -18,7 +21,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("xlir-home")
     monkeypatch.setenv("XLIR_HOME", str(home))
     # The label matrix of the bundled model is shared across tests: computing it takes seconds.
-    monkeypatch.setenv("XLIR_CACHE", str(Path(os.environ.get("XLIR_TEST_CACHE", "/tmp/xlir-test-cache"))))
+    monkeypatch.setenv("XLIR_CACHE", str(TEST_CACHE))
     return home
 
 

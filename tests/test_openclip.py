@@ -211,7 +211,8 @@ def test_worker_side_preprocess_matches_embed_images(xlmr: OpenClipEncoder) -> N
     np.testing.assert_allclose(xlmr.embed_pixels(pixels), xlmr.embed_images(images), atol=1e-5)
 
 
-def test_a_folder_indexes_with_an_open_clip_model(xlmr: OpenClipEncoder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("device_decode", [False, True])
+def test_a_folder_indexes_with_an_open_clip_model(xlmr: OpenClipEncoder, tmp_path: Path, device_decode: bool) -> None:
     from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
     from xlir_qdrant.store.edge import EdgeStore
 
@@ -222,7 +223,7 @@ def test_a_folder_indexes_with_an_open_clip_model(xlmr: OpenClipEncoder, tmp_pat
         img.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}", quality=100)
     store = EdgeStore(tmp_path / "store")
     store.ensure_collection("photos", xlmr.spec)
-    report = ingest([folder], xlmr, store, IngestOptions(batch_size=3))
+    report = ingest([folder], xlmr, store, IngestOptions(batch_size=3, device_decode=device_decode))
     assert (report.added, report.failed) == (len(images), 0)
     stored = {Path(p.payload["path"]).name: np.asarray(p.vector) for p in store.scroll(with_vectors=True)}
     from PIL import Image as PILImage

@@ -10,6 +10,7 @@ import skimage.data
 import torch
 from PIL import Image
 
+from conftest import TEST_CACHE
 from xlir_qdrant.encoders import bundled, ort
 
 SKIMAGE = Path(skimage.data.__file__).parent
@@ -17,7 +18,9 @@ SKIMAGE = Path(skimage.data.__file__).parent
 
 @pytest.fixture(scope="module")
 def towers() -> tuple[bundled.ImageNetTower, bundled.ImageNetTower]:
-    fast = bundled.ImageNetTower("lite0", "cpu")
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the per-test env
+        mp.setenv("XLIR_CACHE", str(TEST_CACHE))
+        fast = bundled.ImageNetTower("lite0", "cpu")
     slow = bundled.ImageNetTower("lite0", "cpu", runtime="torch")
     return fast, slow
 

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +27,7 @@ from PIL import Image
 
 from ..cache import cache_dir, cached_array
 from ..errors import ModelUnavailable
+from ..ingest.device import PixelSpec
 from .base import ModelSpec, normalise
 
 log = logging.getLogger(__name__)
@@ -186,16 +188,18 @@ class ImageNetTower:
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
         return tf_preprocess(image, self.size)
 
-    def logits(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+    def logits(self, pixels: Any) -> NDArray[np.float32]:
+        """ImageNet logits of a (n, 3, S, S) batch: a numpy array, or a torch tensor (which may
+        already be on the GPU, decoded there)."""
         if self._onnx is not None:
-            return self._onnx(pixels)
+            return self._onnx(pixels if isinstance(pixels, np.ndarray) else pixels.cpu().numpy())
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.device).contiguous(memory_format=torch.channels_last)
+            x = torch.as_tensor(pixels).to(self.device).contiguous(memory_format=torch.channels_last)
             return self.model(x).float().cpu().numpy()
 
-    def probabilities(self, pixels: NDArray[np.float32], temperature: float = 1.0) -> NDArray[np.float32]:
+    def probabilities(self, pixels: Any, temperature: float = 1.0) -> NDArray[np.float32]:
         z = self.logits(pixels) / temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return (z / z.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
@@ -279,7 +283,12 @@ class ConseEncoder:
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
         return tf_preprocess(image, self.input_size)
 
-    def embed_pixels(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
+    def pixel_spec(self) -> PixelSpec:
+        """``preprocess`` as tensor operations, for decoding on a GPU."""
+        return PixelSpec(resize=self.input_size + _CROP_PADDING, crop=self.input_size,
+                         mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+
+    def embed_pixels(self, pixels: Any) -> NDArray[np.float32]:
         probs = self.tower.probabilities(pixels, self.params.temperature)
         return self.bridge(probs)
 

@@ -24,12 +24,16 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import ModelUnavailable
+from ..ingest.device import PixelSpec
 from .base import ModelSpec, normalise
 from .lang import UnknownLanguage, canonical, detect_language, to_flores
 
 _LOG = logging.getLogger(__name__)
 
 _HUB_PROBE_TIMEOUT_S = 3.0
+# open_clip's defaults when a model's config names no mean/std (OpenAI CLIP's statistics)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # The hub's offline switch is process-wide; loads that flip it take turns.
 _HUB_SWITCH = threading.Lock()
 
@@ -69,6 +73,18 @@ class OpenClipEncoder:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own resize/crop/normalise; pure, so ingest workers may call it."""
         return self._preprocess(image)
+
+    def pixel_spec(self) -> PixelSpec | None:
+        """``preprocess`` as tensor operations, for decoding on a GPU; None for the resize
+        modes other than open_clip's default (short side, then centre crop)."""
+        cfg = getattr(self._model.visual, "preprocess_cfg", None) or {}
+        size = cfg.get("size", 224)
+        size = size if isinstance(size, int) else size[0] if len(set(size)) == 1 else None
+        if size is None or cfg.get("resize_mode", "shortest") != "shortest" or cfg.get("interpolation", "bicubic") != "bicubic":
+            return None
+        mean = tuple(255.0 * m for m in cfg.get("mean", OPENAI_MEAN))
+        std = tuple(255.0 * s for s in cfg.get("std", OPENAI_STD))
+        return PixelSpec(resize=size, crop=size, mean=mean, std=std)
 
     def embed_pixels(self, pixels: torch.Tensor | NDArray[np.float32]) -> NDArray[np.float32]:
         """Embed a batch of already preprocessed images, shape (n, 3, H, W), in one pass: a

@@ -9,6 +9,7 @@ Each batch is upserted as soon as it is embedded, so an interrupted run keeps wh
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -25,7 +26,8 @@ from ..encoders.base import Encoder
 from ..errors import XlirError
 from ..records import Filter, IngestReport, Point
 from ..store.base import Store
-from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, decode_side, sha256_file
+from . import device as on_device
+from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, decode_side, probe, sha256_file
 from .scan import FileInfo, ancestors, scan
 from .workers import bounded_map
 
@@ -56,6 +58,8 @@ class IngestOptions:
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     prune: bool = True  # delete points of files that vanished from a scanned root
     optimize: bool = True
+    # Decode JPEGs on the encoder's device (nvjpeg): None means exactly when it is a CUDA GPU.
+    device_decode: bool | None = None
 
 
 Progress = Callable[[Event], None]
@@ -172,13 +176,23 @@ def _embed_and_store(
     min_side = decode_side(encoder)
     preprocess = getattr(encoder, "preprocess", None)
     store_lock = threading.Lock()  # workers look up hashes; not every backend is thread-safe
+    spec = _device_spec(encoder, opts)
 
     def prepare(info: FileInfo) -> tuple[FileInfo, str, Decoded | None, Any, Point | None]:
-        sha = sha256_file(info.path)
+        if spec is not None:  # read once: the bytes are hashed here and decoded on the GPU
+            data = Path(info.path).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+        else:
+            sha = sha256_file(info.path)
         with store_lock:
             source = _stored_with_hash(sha, store)
         if source is not None:
             return info, sha, None, None, source
+        if spec is not None:
+            head = probe(data, max_megapixels=opts.max_megapixels)
+            if head.format == "JPEG":
+                raw = on_device.raw_jpeg(data, head.orientation, str(encoder.device))
+                return info, sha, Decoded(None, head.width, head.height, head.taken_at), raw, None
         decoded = decode(info.path, min_side=min_side, max_megapixels=opts.max_megapixels)
         # Preprocessing on the worker keeps the main thread free for the model.
         pixels = preprocess(decoded.image) if preprocess is not None else None
@@ -203,7 +217,16 @@ def _embed_and_store(
 
     def flush() -> None:
         ensure_model()
-        stored = _flush(batch, known, encoder, store, emit, counts, store_lock, annotate)
+        if spec is not None:
+            kept, pixels, failed = _device_pixels(batch, encoder, spec, min_side, opts.max_megapixels)
+            for (info, sha, _, _), reason in failed:
+                for path in [info.path, *(c.path for c in waiting.pop(sha, []))]:
+                    skip(path, reason)
+            batch[:] = kept
+            vectors = encoder.embed_pixels(pixels) if batch else None
+        else:
+            vectors = _embed(batch, encoder)
+        stored = _store_batch(batch, vectors, known, store, emit, counts, store_lock, annotate) if batch else []
         for (_, sha, _, _), point in zip(batch, stored, strict=True):
             recent[sha] = point
             for copy in waiting.pop(sha, []):
@@ -250,13 +273,56 @@ def _stored_with_hash(sha: str, store: Store) -> Point | None:
     return None
 
 
-def _flush(batch, known, encoder, store, emit, counts, lock, annotate) -> list[Point]:  # noqa: ANN001
-    """Embed one batch, store it, and return the stored points (in batch order)."""
+def _device_spec(encoder: Encoder, opts: IngestOptions) -> on_device.PixelSpec | None:
+    """The encoder's preprocessing when JPEGs are to be decoded on its device, else None."""
+    if opts.device_decode is False or not hasattr(encoder, "embed_pixels"):
+        return None
+    if opts.device_decode is None and not str(encoder.device).startswith("cuda"):
+        return None
+    return on_device.pixel_spec(encoder)
+
+
+def _device_pixels(batch: list, encoder: Encoder, spec: on_device.PixelSpec, min_side: int,
+                   max_megapixels: float) -> tuple[list, Any, list]:
+    """Decode a batch's JPEGs on the device; a file nvjpeg refuses is decoded on the CPU.
+
+    Returns the entries that have pixels, their (n, 3, S, S) batch on the device, and
+    (entry, reason) for files no decoder could read.
+    """
+    device = str(encoder.device)
+    raw_at = [i for i, b in enumerate(batch) if isinstance(b[3], on_device.RawJpeg)]
+    images = on_device.decode_jpegs([batch[i][3] for i in raw_at], device)
+    good = [i for i, im in zip(raw_at, images, strict=True) if im is not None]
+    resized = on_device.to_pixels([im for im in images if im is not None], spec, device) if good else None
+    row = {i: k for k, i in enumerate(good)}
+    kept, parts, failed = [], [], []
+    for i, entry in enumerate(batch):
+        info, sha, decoded, pixels = entry
+        if i in row:
+            parts.append(resized[row[i] : row[i] + 1])
+        elif isinstance(pixels, on_device.RawJpeg):
+            try:
+                decoded = decode(info.path, min_side=min_side, max_megapixels=max_megapixels)
+            except DecodeError as exc:
+                failed.append((entry, str(exc)))
+                continue
+            parts.append(encoder.preprocess(decoded.image))
+            entry = (info, sha, decoded, None)
+        else:
+            parts.append(pixels)
+        kept.append(entry)
+    return kept, on_device.stack_pixels(parts, device), failed
+
+
+def _embed(batch: list, encoder: Encoder) -> np.ndarray:
     pixels = [b[3] for b in batch]
     if all(p is not None for p in pixels) and hasattr(encoder, "embed_pixels"):
-        vectors = encoder.embed_pixels(np.stack(pixels))
-    else:
-        vectors = encoder.embed_images([b[2].image for b in batch])
+        return encoder.embed_pixels(np.stack(pixels))
+    return encoder.embed_images([b[2].image for b in batch])
+
+
+def _store_batch(batch, vectors, known, store, emit, counts, lock, annotate) -> list[Point]:  # noqa: ANN001
+    """Store one embedded batch and return the stored points (in batch order)."""
     extras = annotate(vectors) if annotate is not None else [{} for _ in batch]
     points = []
     for (info, sha, decoded, _), vec, extra in zip(batch, vectors, extras, strict=True):
