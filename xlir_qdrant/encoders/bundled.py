@@ -154,11 +154,14 @@ def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:
 class ImageNetTower:
     """EfficientNet-Lite with its bundled ImageNet weights.
 
-    ImageNet probabilities run on onnxruntime on a CPU (exported once from the torch network
-    and checked equal to it; see ``encoders/ort.py``) and on torch on a GPU, or when
-    onnxruntime is missing or its export fails. The torch network is built only when needed:
-    a cached export spares `xlir index` the seconds of importing torch.
+    ImageNet probabilities run on onnxruntime on a CPU, int8 by default ("onnxruntime": the
+    torch network exported once, checked equal, then quantized and checked close; see
+    ``encoders/ort.py``; "onnxruntime-fp32" skips the quantization), and on torch on a GPU,
+    or when onnxruntime is missing or its export fails. The torch network is built only when
+    needed: a cached export spares `xlir index` the seconds of importing torch.
     """
+
+    RUNTIMES = ("onnxruntime", "onnxruntime-fp32", "torch")
 
     def __init__(self, variant: str, device: str, runtime: str = "auto") -> None:
         from . import ort
@@ -179,14 +182,37 @@ class ImageNetTower:
         self._onnx = None
         if runtime == "auto":
             runtime = "onnxruntime" if device == "cpu" and ort.available() else "torch"
+        if runtime not in self.RUNTIMES:
+            raise ModelUnavailable(f"unknown runtime {runtime!r}; use one of {self.RUNTIMES}")
         self.runtime = runtime
-        if runtime == "onnxruntime":
+        if runtime.startswith("onnxruntime"):
             try:
-                self._onnx = ort.cached_net(cache_dir() / f"{self.arch}-{self._export_key()}.onnx",
-                                            lambda: self.model, (2, 3, self.size, self.size))
+                self._onnx = self._onnx_net(int8=runtime == "onnxruntime")
             except Exception as exc:  # noqa: BLE001 - torch computes the same, only slower
                 log.warning("onnxruntime unusable for %s (%s); running it on torch", self.arch, exc)
                 self.runtime = "torch"
+
+    def _onnx_net(self, *, int8: bool) -> Any:
+        """The float export of the torch network, or its int8 version (see ``ort.py``)."""
+        from . import ort
+
+        stem = cache_dir() / f"{self.arch}-{self._export_key()}"
+        float_path = stem.with_suffix(".onnx")
+
+        def export(path: Path) -> None:
+            ort.export(self.model, path, (2, 3, self.size, self.size))
+
+        if not int8:
+            return ort.cached_net(float_path, export)
+
+        def quantize(path: Path) -> None:
+            ort.cached_net(float_path, export)  # made (and checked) first if missing
+            from .calibration import synthetic_photos
+
+            batch = np.stack([tf_preprocess(im, self.size) for im in synthetic_photos()])
+            ort.quantize(float_path, path, batch)
+
+        return ort.cached_net(stem.with_name(stem.name + "-int8.onnx"), quantize)
 
     @property
     def model(self):  # noqa: ANN201 - a timm module; torch is imported only here
