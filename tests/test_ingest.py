@@ -174,6 +174,15 @@ def test_search_before_index_and_with_other_model_are_refused(tmp_path: Path, co
         idx.search("red")
 
 
+def test_search_of_an_emptied_index_says_so_and_a_filtered_miss_does_not(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        assert idx.search("red", under=[str(tmp_path / "elsewhere")]).hits == []  # no match, not empty
+        idx.remove([colour_photos])
+        with pytest.raises(EmptyIndex, match="is empty"):
+            idx.search("red")
+
+
 def test_search_without_model_uses_the_collections_model(tmp_path: Path, colour_photos: Path) -> None:
     with _index(tmp_path, model="fake-colour-wide") as idx:
         idx.index([colour_photos])
