@@ -223,3 +223,90 @@ def test_copies_in_one_run_are_embedded_once(tmp_path: Path, colour_photos: Path
         assert report.added == 4 and report.reused == 5 and idx.count() == 9
         reds = {Path(h.path).name for h in idx.search("red", top_k=6).hits}
         assert reds == {"red.jpg", *(f"red-copy-{i}.jpg" for i in range(5))}
+
+
+class _ConcurrentStore:
+    """An EdgeStore behind a store that says it takes concurrent calls (as a server does),
+    with slow upserts that record how many overlapped."""
+
+    thread_safe = True
+
+    def __init__(self, inner, streams: int, fail_on: int = 0) -> None:  # noqa: ANN001
+        import threading
+
+        self.inner, self.write_streams, self.fail_on = inner, streams, fail_on
+        self.location = inner.location
+        self._edge = threading.Lock()  # the real shard under it still takes one call at a time
+        self._count = threading.Lock()
+        self.active = self.most = self.calls = 0
+
+    def upsert(self, points) -> None:  # noqa: ANN001
+        import time
+
+        with self._count:
+            self.calls += 1
+            call = self.calls
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.05)
+            if call == self.fail_on:
+                from xlir_qdrant.errors import StoreUnavailable
+
+                raise StoreUnavailable("cannot reach Qdrant at http://qdrant:6333: connection refused")
+            with self._edge:
+                self.inner.upsert(points)
+        finally:
+            with self._count:
+                self.active -= 1
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - scroll, delete, count, ... go to the shard
+        method = getattr(self.inner, name)
+
+        def locked(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            with self._edge:
+                return method(*a, **k)
+        return locked
+
+
+def _many(folder: Path, n: int) -> Path:
+    for i in range(n):
+        save(folder / f"{i:02d}.png", (i * 20 % 256, 200 - i * 10, 60))
+    return folder
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_upserts_run_on_writer_streams_and_store_everything(tmp_path: Path, streams: int) -> None:
+    from xlir_qdrant.encoders.base import get_spec, load_encoder
+    from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+    from xlir_qdrant.store.edge import EdgeStore
+
+    folder = _many(tmp_path / "photos", 12)
+    edge = EdgeStore(tmp_path / "store")
+    edge.ensure_collection("photos", get_spec("fake-colour"))
+    store = _ConcurrentStore(edge, streams)
+    done = []
+    report = ingest([folder], load_encoder("fake-colour"), store, IngestOptions(batch_size=2, workers=2),
+                    lambda e: done.append(e.n) if e.kind == "done" else None)
+    assert report.added == 12 and sum(done) == 12 and edge.count() == 12
+    if streams == 1:
+        assert store.most == 1
+    else:  # a server's uploads overlap
+        assert store.most >= 2
+    edge.close()
+
+
+def test_a_failed_upsert_stops_the_run_with_the_stores_error(tmp_path: Path) -> None:
+    from xlir_qdrant.encoders.base import get_spec, load_encoder
+    from xlir_qdrant.errors import StoreUnavailable
+    from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+    from xlir_qdrant.store.edge import EdgeStore
+
+    folder = _many(tmp_path / "photos", 12)
+    edge = EdgeStore(tmp_path / "store")
+    edge.ensure_collection("photos", get_spec("fake-colour"))
+    store = _ConcurrentStore(edge, 1, fail_on=2)
+    with pytest.raises(StoreUnavailable, match="connection refused"):
+        ingest([folder], load_encoder("fake-colour"), store, IngestOptions(batch_size=2, workers=2))
+    assert edge.count() == 2  # the batch before the failure is kept; nothing after it is written
+    edge.close()

@@ -4,13 +4,16 @@ Incremental by construction: a file whose size and mtime match its stored point 
 without being opened; a new or changed file is hashed, and if another point already holds the
 same content (a move or a copy) its vector is reused instead of decoding; points of files that
 vanished from a scanned root are deleted at the end, and only when that root was walked fully.
-Each batch is upserted as soon as it is embedded, so an interrupted run keeps what it stored.
+Each batch is upserted as soon as it is embedded (on a writer thread, so the model does not
+wait), and an interrupted run stores what it embedded before it stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
 import threading
 import time
 import uuid
@@ -175,8 +178,11 @@ def _embed_and_store(
 ) -> None:
     min_side = decode_side(encoder)
     preprocess = getattr(encoder, "preprocess", None)
-    store_lock = threading.Lock()  # workers look up hashes; not every backend is thread-safe
+    # Workers look up hashes while the writer upserts: one at a time, unless the store (a
+    # Qdrant server over HTTP) takes concurrent calls.
+    store_lock: Any = contextlib.nullcontext() if getattr(store, "thread_safe", False) else threading.Lock()
     spec = _device_spec(encoder, opts)
+    writer = _Writer(store, store_lock, emit, streams=getattr(store, "write_streams", 1))
 
     def prepare(info: FileInfo) -> tuple[FileInfo, str, Decoded | None, Any, Point | None]:
         if spec is not None:  # read once: the bytes are hashed here and decoded on the GPU
@@ -211,9 +217,7 @@ def _embed_and_store(
         _count_change(info, known, counts, reused=True)
         payload = _payload(info, sha, source.payload.get("width"), source.payload.get("height"),
                            source.payload.get("taken_at"))
-        with store_lock:
-            store.upsert([Point(point_id(info.path), source.vector, {**source.payload, **payload})])
-        emit(Event("done", n=1))
+        writer.put([Point(point_id(info.path), source.vector, {**source.payload, **payload})])
 
     def flush() -> None:
         ensure_model()
@@ -226,7 +230,8 @@ def _embed_and_store(
             vectors = encoder.embed_pixels(pixels) if batch else None
         else:
             vectors = _embed(batch, encoder)
-        stored = _store_batch(batch, vectors, known, store, emit, counts, store_lock, annotate) if batch else []
+        stored = _points(batch, vectors, known, counts, annotate) if batch else []
+        writer.put(stored)
         for (_, sha, _, _), point in zip(batch, stored, strict=True):
             recent[sha] = point
             for copy in waiting.pop(sha, []):
@@ -235,24 +240,72 @@ def _embed_and_store(
             recent.popitem(last=False)
         batch.clear()
 
-    for info, result in bounded_map(prepare, todo, opts.workers, lookahead=lookahead, name="xlir-decode"):
-        if isinstance(result, BaseException):
-            reason = str(result) if isinstance(result, DecodeError) else _reason(result)
-            skip(info.path, reason)
-            continue
-        info, sha, decoded, pixels, source = result
-        source = source or recent.get(sha)
-        if source is not None:  # same bytes already stored (a move or a copy): no model run
-            reuse(info, sha, source)
-        elif sha in waiting:  # same bytes as an image in the open batch
-            waiting[sha].append(info)
-        else:
-            waiting[sha] = []
-            batch.append((info, sha, decoded, pixels))
-            if len(batch) >= opts.batch_size:
-                flush()
-    if batch:
-        flush()
+    try:
+        for info, result in bounded_map(prepare, todo, opts.workers, lookahead=lookahead, name="xlir-decode"):
+            if isinstance(result, BaseException):
+                reason = str(result) if isinstance(result, DecodeError) else _reason(result)
+                skip(info.path, reason)
+                continue
+            info, sha, decoded, pixels, source = result
+            source = source or recent.get(sha)
+            if source is not None:  # same bytes already stored (a move or a copy): no model run
+                reuse(info, sha, source)
+            elif sha in waiting:  # same bytes as an image in the open batch
+                waiting[sha].append(info)
+            else:
+                waiting[sha] = []
+                batch.append((info, sha, decoded, pixels))
+                if len(batch) >= opts.batch_size:
+                    flush()
+        if batch:
+            flush()
+    finally:
+        writer.close()  # also on Ctrl-C: what was embedded is stored before the run ends
+
+
+class _Writer:
+    """Upserts on background threads, so the model never waits for the store.
+
+    Points are queued in batches (at most two per stream wait); a store with several
+    ``write_streams`` (a Qdrant server) gets that many concurrent uploads. A failed upsert
+    stops the run at the next put() or at close(), with the store's own error.
+    """
+
+    def __init__(self, store: Store, lock: Any, emit: Progress, *, streams: int = 1) -> None:
+        self._store, self._lock, self._emit = store, lock, emit
+        self._queue: queue.Queue[list[Point] | None] = queue.Queue(maxsize=2 * max(1, streams))
+        self._error: BaseException | None = None
+        self._threads = [threading.Thread(target=self._run, name=f"xlir-upsert-{i}", daemon=True)
+                         for i in range(max(1, streams))]
+        for thread in self._threads:
+            thread.start()
+
+    def put(self, points: list[Point]) -> None:
+        self._check()
+        if points:
+            self._queue.put(points)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._check()
+
+    def _run(self) -> None:
+        while (points := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the run is stopping
+            try:
+                with self._lock:
+                    self._store.upsert(points)
+                self._emit(Event("done", n=len(points)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 def _reannotate(paths: list[str], store: Store, annotate: Annotate, batch: int) -> None:
@@ -321,17 +374,15 @@ def _embed(batch: list, encoder: Encoder) -> np.ndarray:
     return encoder.embed_images([b[2].image for b in batch])
 
 
-def _store_batch(batch, vectors, known, store, emit, counts, lock, annotate) -> list[Point]:  # noqa: ANN001
-    """Store one embedded batch and return the stored points (in batch order)."""
+def _points(batch: list, vectors: np.ndarray, known: dict[str, Any], counts: dict[str, int],
+            annotate: Annotate | None) -> list[Point]:
+    """The points of one embedded batch (in batch order), counted as added or updated."""
     extras = annotate(vectors) if annotate is not None else [{} for _ in batch]
     points = []
     for (info, sha, decoded, _), vec, extra in zip(batch, vectors, extras, strict=True):
         _count_change(info, known, counts, reused=False)
         payload = _payload(info, sha, decoded.width, decoded.height, decoded.taken_at)
         points.append(Point(point_id(info.path), vec, {**payload, **extra}))
-    with lock:
-        store.upsert(points)
-    emit(Event("done", n=len(points)))
     return points
 
 

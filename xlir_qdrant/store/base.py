@@ -38,6 +38,8 @@ class Store(Protocol):
     """A Qdrant collection holding one model's image vectors."""
 
     location: str  # a directory or a URL, for `xlir info`
+    thread_safe: bool  # calls may overlap from several threads (else the caller serialises them)
+    write_streams: int  # concurrent upserts worth running during ingest
 
     def ensure_collection(self, name: str, spec: ModelSpec, *, create: bool = True) -> None:
         """Open (or create when ``create``) collection ``name`` for ``spec``.

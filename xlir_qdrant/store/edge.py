@@ -40,6 +40,9 @@ _CONFIG_FILE = "edge_config.json"  # where Edge persists a shard's config; it ha
 class EdgeStore:
     """Collections as Edge shards under ``root``; holds ``root/xlir.lock`` until close()."""
 
+    thread_safe = False  # one shard object: callers take turns
+    write_streams = 1
+
     def __init__(
         self, root: Path, *, purpose: str | None = None, optimize_after: int = OPTIMIZE_AFTER
     ) -> None:

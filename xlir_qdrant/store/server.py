@@ -25,14 +25,19 @@ from .base import INDEXED_KEYWORDS, CollectionInfo, as_floats, point_floats
 from .lock import locked_message
 
 _UPSERT_CHUNK = 256  # keeps one request well under the server's 32 MB body limit at 4096-d
+UPLOAD_STREAMS = 4  # concurrent upserts to a server during ingest
 
 
 class ServerStore:
     """One collection (named as given) in the Qdrant that ``client`` talks to; owns ``client``."""
 
-    def __init__(self, client: QdrantClient, *, location: str = "qdrant-client") -> None:
+    def __init__(self, client: QdrantClient, *, location: str = "qdrant-client", remote: bool = False) -> None:
         self.client = client
         self.location = location
+        # A server takes concurrent requests (ingest uploads on several streams then);
+        # qdrant-client's local mode is one in-process object and takes one call at a time.
+        self.thread_safe = remote
+        self.write_streams = UPLOAD_STREAMS if remote else 1
         self._name = ""
         self._vector = ""
         self._closed = False
@@ -51,7 +56,7 @@ class ServerStore:
                 f"cannot reach Qdrant at {url}: {_reason(exc)}; check --qdrant-url / "
                 f"XLIR_QDRANT_URL or drop it to use the embedded store"
             ) from exc
-        return cls(client, location=url)
+        return cls(client, location=url, remote=True)
 
     @classmethod
     def local(cls, path: str | Path) -> ServerStore:
