@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU run of bench/ingest.py: N camera-like 12 MP JPEGs, open_clip's ViT-B-32 image tower
-# with random weights, nvjpeg decoding; about 4 minutes on one H100 with 16 cores.
+# with random weights, nvjpeg decoding; meant to finish in under 6 minutes on one H100 with
+# 16 cores (making the files takes about half of it).
 #
 # For a machine with a CUDA GPU and no network whose Python already has torch, torchvision,
 # timm, transformers, huggingface_hub, pillow and numpy (a CUDA image). Prepare on a connected
@@ -10,10 +11,10 @@
 #       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #       -d .whl open_clip_torch ftfy wcwidth platformdirs qdrant-edge-py==0.9.0
 # then copy the repository with bench/photos/cache and .whl to the GPU machine and run
-#   bash bench/gpu.sh [N]                    # N defaults to 2000
+#   bash bench/gpu.sh [N]                    # N defaults to 1200
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-2000}
+N=${1:-1200}
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
