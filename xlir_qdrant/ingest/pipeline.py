@@ -264,6 +264,12 @@ def _embed_and_store(
         writer.close()  # also on Ctrl-C: what was embedded is stored before the run ends
 
 
+# Batches that queued up while the store was busy are sent together, up to this many points
+# (Qdrant suggests 64-256 per request to a server; the embedded engine upserts ~8k points/s
+# whatever the batch, so there it makes no difference).
+UPSERT_POINTS = 256
+
+
 class _Writer:
     """Upserts on background threads, so the model never waits for the store.
 
@@ -295,14 +301,25 @@ class _Writer:
 
     def _run(self) -> None:
         while (points := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain: the run is stopping
-            try:
-                with self._lock:
-                    self._store.upsert(points)
-                self._emit(Event("done", n=len(points)))
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                self._error = exc
+            last = False
+            while len(points) < UPSERT_POINTS:  # batches that waited go up as one request
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:  # this stream's end: write what it holds, then stop
+                    last = True
+                    break
+                points = points + more
+            if self._error is None:  # else drain: the run is stopping
+                try:
+                    with self._lock:
+                        self._store.upsert(points)
+                    self._emit(Event("done", n=len(points)))
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self._error = exc
+            if last:
+                return
 
     def _check(self) -> None:
         if self._error is not None:
