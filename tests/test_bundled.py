@@ -11,6 +11,7 @@ import skimage.data
 import torch
 from PIL import Image
 
+from conftest import TEST_CACHE
 from xlir_qdrant.encoders import bundled
 from xlir_qdrant.encoders.base import get_spec, load_encoder
 from xlir_qdrant.encoders.specs import DEFAULT_MODEL
@@ -135,5 +136,10 @@ def test_first_use_is_announced_and_later_loads_are_not(monkeypatch: pytest.Monk
     assert fresh.first_use_note() == ""
     assert fresh.precision == encoder.precision == "int8"
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))  # a new machine
-    note = fresh.first_use_note()
-    assert note.startswith("first use:") and "label matrix" in note and "int8 network" in note
+    assert fresh.first_use_note().startswith("first use:")
+    name = bundled._label_file(fresh.params)
+    (tmp_path / name).write_bytes((TEST_CACHE / name).read_bytes())
+    assert fresh.first_use_note().startswith("first use:")  # the int8 network is still missing
+    stem = bundled.export_stem(fresh.params.variant)
+    (tmp_path / bundled.int8_path(stem).name).write_bytes(bundled.int8_path(TEST_CACHE / stem.name).read_bytes())
+    assert fresh.first_use_note() == ""

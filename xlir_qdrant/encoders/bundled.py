@@ -353,7 +353,8 @@ class ConseEncoder:
         return "int8" if runtime == "onnxruntime" else "fp32"
 
     def first_use_note(self) -> str:
-        """What warm_up() will compute rather than load (seconds, once per machine), or ""."""
+        """Non-empty when warm_up() will compute (its label matrix, its int8 network) rather
+        than load: seconds, once per machine."""
         todo = []
         if not (cache_dir() / _label_file(self.params)).is_file():
             todo.append("its label matrix")
@@ -361,7 +362,7 @@ class ConseEncoder:
             stem = export_stem(self.params.variant)
             if not int8_path(stem).is_file():
                 todo.append("its int8 network")
-        return f"first use: preparing {' and '.join(todo)}, about 30 s, once" if todo else ""
+        return "first use: ~30 s to prepare, once" if todo else ""
 
     def warm_up(self) -> None:
         """Load the network and the label matrix (computed once, then cached on disk)."""
