@@ -337,6 +337,13 @@ class ConseEncoder:
             self._tower = ImageNetTower(self.params.variant, self.device)
         return self._tower
 
+    def feature_tower(self) -> ImageNetTower:
+        """The tower on torch, for its penultimate features (`xlir train`): the ONNX exports
+        end at the class logits, so training neither needs nor prepares them."""
+        if self._tower is not None and self._tower.runtime == "torch":
+            return self._tower
+        return ImageNetTower(self.params.variant, self.device, runtime="torch")
+
     @property
     def labels(self) -> NDArray[np.float32]:
         if self._labels is None:

@@ -108,14 +108,14 @@ class EncoderFeatures:
 def image_featurizer(model_id: str, device: str = "cpu") -> ImageFeaturizer:
     """The frozen image side for ``model_id`` (a registry id), loaded once per process.
 
-    Encoders whose image path runs through an ImageNet tower with a ``features`` method (the
-    bundled model) give its penultimate features; every other encoder gives its embedding.
+    Encoders that offer an ImageNet ``feature_tower()`` (the bundled model) give its
+    penultimate features; every other encoder gives its embedding.
     """
     spec = get_spec(model_id)
     encoder = load_encoder(model_id, device=device)
-    tower = getattr(encoder, "tower", None)
-    if tower is not None and callable(getattr(tower, "features", None)):
-        return TowerFeatures(spec.id, tower)
+    make_tower = getattr(encoder, "feature_tower", None)
+    if callable(make_tower):
+        return TowerFeatures(spec.id, make_tower())
     return EncoderFeatures(spec.id, encoder)
 
 
