@@ -58,6 +58,12 @@ def _open(store: Path | None, qdrant_url: str | None, collection: str | None, mo
                       device=device, **extra)
 
 
+def _first_use(idx: Index, *, needed: bool = True) -> contextlib.AbstractContextManager[object]:
+    """A spinner while a model is prepared on its first use on this machine (~30 s, once)."""
+    note = getattr(idx.encoder, "first_use_note", str)() if needed else ""
+    return err.status(f"loading model ({note})") if note else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """Domain errors become one red line and exit code 1; Ctrl-C exits 130 cleanly."""
@@ -159,7 +165,8 @@ def search(
     xlir search --tag Katze     xlir search "am Strand" --tag dog
     """
     with _errors():
-        with _open(store, qdrant_url, collection, model, device, purpose="xlir search") as idx:
+        with _open(store, qdrant_url, collection, model, device, purpose="xlir search") as idx, \
+                _first_use(idx, needed=image is not None):
             result = idx.search(query, image=image, negatives=negative or (), top_k=top_k, min_score=min_score,
                                 lang=lang, under=under or (), tags=tag or ())
         if json:
@@ -193,7 +200,8 @@ def tag(
     xlir tag beach.jpg --vocab my-tags.txt --lang pt
     """
     with _errors(), _open(store, qdrant_url, collection, model, device, purpose="xlir tag") as idx:
-        results = idx.tag(files, lang=lang, top_k=top_k, min_score=min_score, vocab=vocab)
+        with _first_use(idx):
+            results = idx.tag(files, lang=lang, top_k=top_k, min_score=min_score, vocab=vocab)
         if json:
             print_json_lines(out, (row for r in results for row in r.to_dicts()))
             return

@@ -119,3 +119,19 @@ def test_every_command_help_teaches() -> None:
         assert code == 0 and "Usage" in out
     code, out, _ = run("--help")
     assert "XLIR_HOME" in out and "perro en la playa" in out
+
+
+def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    class Idx:
+        def __init__(self, note: str) -> None:
+            self.encoder = type("Enc", (), {"first_use_note": lambda _self: note})()
+
+    shown = []
+    monkeypatch.setattr(main.err, "status", lambda text: shown.append(text) or contextlib.nullcontext())
+    assert isinstance(main._first_use(Idx("")), contextlib.nullcontext) and shown == []
+    main._first_use(Idx("first use: ~30 s to prepare, once"))
+    assert shown == ["loading model (first use: ~30 s to prepare, once)"]
+    main._first_use(Idx("first use: ~30 s to prepare, once"), needed=False)  # a text search
+    assert len(shown) == 1
