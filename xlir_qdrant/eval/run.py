@@ -7,7 +7,6 @@ XTD10 numbers come along as reference rows, so a run prints its own result besid
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -16,7 +15,7 @@ from numpy.typing import NDArray
 
 from ..encoders.base import Encoder, load_encoder
 from ..ingest.decode import DecodeError, decode, decode_side
-from ..ingest.workers import bounded_map
+from ..ingest.workers import bounded_map, default_workers
 from .recall import retrieval_recall
 from .xtd10 import DatasetError, EvalSet, canonical_lang
 
@@ -168,7 +167,7 @@ def embed_image_files(
             on_advance(len(batch))
         batch.clear()
 
-    n_workers = workers or max(1, min(8, os.cpu_count() or 1))
+    n_workers = workers or default_workers()
     for path, result in bounded_map(prepare, paths, n_workers, lookahead=2 * batch_size):
         if isinstance(result, BaseException):
             reason = str(result) if isinstance(result, DecodeError) else f"{type(result).__name__}: {result}"

@@ -32,7 +32,7 @@ from ..store.base import Store
 from . import device as on_device
 from .decode import DEFAULT_MAX_MEGAPIXELS, DecodeError, Decoded, decode, decode_side, probe, sha256_file
 from .scan import FileInfo, ancestors, scan
-from .workers import bounded_map
+from .workers import bounded_map, default_workers
 
 POINT_NAMESPACE = uuid.NAMESPACE_URL
 
@@ -57,7 +57,7 @@ class Event:
 @dataclass
 class IngestOptions:
     batch_size: int = 32
-    workers: int = field(default_factory=lambda: max(1, min(8, (os.cpu_count() or 2))))
+    workers: int = field(default_factory=default_workers)
     include_hidden: bool = False
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     prune: bool = True  # delete points of files that vanished from a scanned root

@@ -6,6 +6,7 @@ bound keeps a 100k-image folder from ever sitting decoded in memory at once.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,6 +14,11 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """Decode threads when not told: one per core, at most 8 (past that the model is the limit)."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int, *, lookahead: int,

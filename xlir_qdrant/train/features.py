@@ -24,7 +24,7 @@ from ..cache import cache_dir, load_array, save_array
 from ..encoders.base import get_spec, load_encoder, normalise
 from ..errors import ModelUnavailable
 from ..ingest.decode import DecodeError, decode, decode_side
-from ..ingest.workers import bounded_map
+from ..ingest.workers import bounded_map, default_workers
 
 MUSE = "muse"
 
@@ -251,7 +251,7 @@ def image_features(
     def prepare(item: tuple[int, Path]) -> Any:
         return featurizer.preprocess(decode(paths[item[0]], min_side=featurizer.min_side).image)
 
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    workers = workers or default_workers()
     batch: list[tuple[int, Path, Any]] = []
 
     def flush() -> None:
