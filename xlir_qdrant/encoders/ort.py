@@ -32,6 +32,7 @@ EXPORT_ATOL = 1e-3
 # Mean L1 distance between the int8 and float class distributions on the calibration batch
 # above which the int8 network is not kept (EfficientNet-Lite0 measures 0.11, Lite2 0.09).
 QUANT_MAX_L1 = 0.3
+QUANT_TEMPERATURE = 2.0  # the bundled model's bridge softens its class distribution so
 
 
 class ExportMismatch(RuntimeError):
@@ -61,7 +62,6 @@ class OnnxNet:
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
-        self.path = path
 
     def __call__(self, x: NDArray[np.float32]) -> NDArray[np.float32]:
         return self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -107,13 +107,15 @@ def quantize(src: Path, path: Path, calibration: NDArray[np.float32], *, max_l1:
         quantize_static(str(prepared), str(out), Batches(float_net.input), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
-        l1 = float(np.abs(_softmax(OnnxNet(out)(calibration)) - _softmax(float_net(calibration))).sum(1).mean())
+        t = QUANT_TEMPERATURE
+        l1 = float(np.abs(softmax(OnnxNet(out)(calibration), t) - softmax(float_net(calibration), t)).sum(1).mean())
         if not l1 <= max_l1:
             raise ExportMismatch(f"int8 network's class distributions differ by {l1:.3f} (L1) from the float one's")
         os.replace(out, path)
 
 
-def _softmax(logits: NDArray[np.float32], temperature: float = 2.0) -> NDArray[np.float32]:
+def softmax(logits: NDArray[np.float32], temperature: float = 1.0) -> NDArray[np.float32]:
+    """Row-wise softmax of ``logits / temperature``."""
     z = logits / temperature
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)

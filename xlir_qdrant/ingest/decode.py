@@ -35,12 +35,9 @@ def decode_side(encoder: object) -> int:
     return int(getattr(encoder, "input_size", 224)) + 32
 
 
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str) -> str:
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
