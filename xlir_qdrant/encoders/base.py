@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -17,6 +18,18 @@ from PIL import Image
 
 from ..errors import ModelUnavailable
 from ..records import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PixelSpec:
+    """How an encoder turns an upright 0..255 RGB image into its input tensor: resize the short
+    side to ``resize`` (bicubic, antialiased), centre-crop ``crop`` x ``crop``, then
+    ``(x - mean) / std`` per channel, in 0..255 units."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
 @runtime_checkable

@@ -28,8 +28,7 @@ from PIL import Image
 
 from ..cache import cache_dir, cached_array
 from ..errors import ModelUnavailable
-from ..ingest.device import PixelSpec
-from .base import ModelSpec, normalise
+from .base import ModelSpec, PixelSpec, normalise
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import ModelUnavailable
-from ..ingest.device import PixelSpec
-from .base import ModelSpec, normalise
+from .base import ModelSpec, PixelSpec, normalise
 from .lang import UnknownLanguage, canonical, detect_language, to_flores
 
 _LOG = logging.getLogger(__name__)

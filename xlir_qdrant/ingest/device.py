@@ -20,21 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ..encoders.base import PixelSpec
+
 # Per-image resize on the GPU needs the full-size float copy of one image at a time; nvjpeg
 # gets this many files per call (the batch size it was measured at).
 DECODE_CHUNK = 32
-
-
-@dataclass(frozen=True, slots=True)
-class PixelSpec:
-    """How an encoder turns an upright 0..255 RGB image into its input tensor: resize the short
-    side to ``resize`` (bicubic, antialiased), centre-crop ``crop`` x ``crop``, then
-    ``(x - mean) / std`` per channel, in 0..255 units."""
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders.base import Encoder
+from ..encoders.base import Encoder, PixelSpec
 from ..errors import XlirError
 from ..records import Filter, IngestReport, Point
 from ..store.base import Store
@@ -344,7 +344,7 @@ def _stored_with_hash(sha: str, store: Store) -> Point | None:
     return None
 
 
-def _device_spec(encoder: Encoder, opts: IngestOptions) -> on_device.PixelSpec | None:
+def _device_spec(encoder: Encoder, opts: IngestOptions) -> PixelSpec | None:
     """The encoder's preprocessing when JPEGs are to be decoded on its device, else None."""
     if opts.device_decode is False or not hasattr(encoder, "embed_pixels"):
         return None
@@ -353,7 +353,7 @@ def _device_spec(encoder: Encoder, opts: IngestOptions) -> on_device.PixelSpec |
     return on_device.pixel_spec(encoder)
 
 
-def _device_pixels(batch: list, encoder: Encoder, spec: on_device.PixelSpec, min_side: int,
+def _device_pixels(batch: list, encoder: Encoder, spec: PixelSpec, min_side: int,
                    max_megapixels: float) -> tuple[list, Any, list]:
     """Decode a batch's JPEGs on the device; a file nvjpeg refuses is decoded on the CPU.
 
