@@ -34,6 +34,7 @@ class Index:
         self.settings = settings or Settings.load()
         self._store = store
         self._encoder = encoder
+        self._spec: ModelSpec | None = None
         self._purpose = purpose
         self._ready = False
 
@@ -71,11 +72,14 @@ class Index:
         )
 
     def model_spec(self) -> ModelSpec:
+        """The encoder's spec; else --model's; else the collection's model; else the default.
+        Settled once: each answer reads the collection's config (a request, for a server)."""
         if self._encoder is not None:
             return self._encoder.spec
-        if self.settings.model:
-            return get_spec(self.settings.model)
-        return self.collection_model() or get_spec(DEFAULT_MODEL)
+        if self._spec is None:
+            self._spec = get_spec(self.settings.model) if self.settings.model else (
+                self.collection_model() or get_spec(DEFAULT_MODEL))
+        return self._spec
 
     @property
     def encoder(self) -> Encoder:
@@ -215,6 +219,7 @@ class Index:
             self._store.close()
             self._store = None
         self._ready = False
+        self._spec = None
 
 
 def _open_store(settings: Settings, purpose: str) -> Store:
