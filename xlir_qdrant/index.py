@@ -192,11 +192,11 @@ class Index:
     def remove(self, paths: Sequence[str | os.PathLike[str]]) -> int:
         """Forget these files, or every image under these folders; files on disk are untouched."""
         self._open_collection(create=False)
+        if not paths:
+            return 0
         before = self.store.count()
-        for p in paths:
-            absolute = os.path.abspath(os.path.expanduser(p))
-            self.store.delete([point_id(absolute)])
-            self.store.delete_where(Filter(under=(absolute,)))
+        # `under` matches a file by its path and a folder by its ancestors: one delete for all
+        self.store.delete_where(Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in paths)))
         return before - self.store.count()
 
     @property
