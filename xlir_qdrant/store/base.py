@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,6 +32,16 @@ class CollectionInfo:
     dim: int
     points: int
     indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
+
+
+class ClosesOnExit:
+    """``with store:`` closes it on the way out (both backends)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
 
 
 class Store(Protocol):

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from ..errors import BadQuery, ConfigError, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import Filter, ModelSpec, Point, ScoredPoint
 from . import mismatch_message, missing_message
-from .base import INDEXED_KEYWORDS, CollectionInfo, as_floats, point_floats
+from .base import INDEXED_KEYWORDS, ClosesOnExit, CollectionInfo, as_floats, point_floats
 from .lock import DirLock, locked_message
 
 OPTIMIZE_AFTER = 20_000  # points outside the HNSW index before optimize() pays off (see above)
@@ -37,7 +37,7 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CONFIG_FILE = "edge_config.json"  # where Edge persists a shard's config; it has no getter
 
 
-class EdgeStore:
+class EdgeStore(ClosesOnExit):
     """Collections as Edge shards under ``root``; holds ``root/xlir.lock`` until close()."""
 
     thread_safe = False  # one shard object: callers take turns
@@ -98,12 +98,6 @@ class EdgeStore:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-    def __enter__(self) -> EdgeStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def collections(self) -> list[CollectionInfo]:
         infos = []

@@ -21,14 +21,14 @@ from qdrant_client import models as qm
 from ..errors import BadQuery, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import Filter, ModelSpec, Point, ScoredPoint
 from . import mismatch_message, missing_message
-from .base import INDEXED_KEYWORDS, CollectionInfo, as_floats, point_floats
+from .base import INDEXED_KEYWORDS, ClosesOnExit, CollectionInfo, as_floats, point_floats
 from .lock import locked_message
 
 _UPSERT_CHUNK = 256  # keeps one request well under the server's 32 MB body limit at 4096-d
 UPLOAD_STREAMS = 4  # concurrent upserts to a server during ingest
 
 
-class ServerStore:
+class ServerStore(ClosesOnExit):
     """One collection (named as given) in the Qdrant that ``client`` talks to; owns ``client``."""
 
     def __init__(self, client: QdrantClient, *, location: str = "qdrant-client", remote: bool = False) -> None:
@@ -101,12 +101,6 @@ class ServerStore:
         if not self._closed:
             self._closed = True
             self.client.close()
-
-    def __enter__(self) -> ServerStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def collections(self) -> list[CollectionInfo]:
         infos = []
