@@ -29,8 +29,8 @@ def display_path(path: str) -> str:
     return path[len(cwd):] if path.startswith(cwd) else path
 
 
-def hits_table(hits: list[Hit], title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left", header_style="bold")
+def hits_table(hits: list[Hit]) -> Table:
+    table = Table(title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")

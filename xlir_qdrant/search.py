@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +19,6 @@ class SearchResult:
     hits: list[Hit]
     model: str
     lang: str | None = None  # the query language a language-aware model was given
-    notes: list[str] = field(default_factory=list)
 
 
 def query_language(encoder: Encoder, text: str, lang: str | None) -> str | None:

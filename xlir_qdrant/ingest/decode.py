@@ -66,8 +66,6 @@ def decode(path: str, *, min_side: int = 0, max_megapixels: float = DEFAULT_MAX_
         # Neither step copies an image that is already upright RGB (12 MP: 36 MB each time).
         rgb = _to_rgb(ImageOps.exif_transpose(im) if probe.orientation != 1 else im)
         return Decoded(rgb, probe.width, probe.height, probe.taken_at)
-    except DecodeError:
-        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DecodeError(_decode_reason(exc)) from None
     finally:

@@ -147,7 +147,7 @@ def ingest(
             else:
                 todo.append(info)
         emit(Event("found", n=len(todo)))
-        if stale and annotate is not None:
+        if stale:
             _reannotate(stale, store, annotate, opts.batch_size)
         if todo:
             _embed_and_store(todo, known, encoder, store, opts, emit, skip, counts, annotate, ensure_model)
@@ -174,8 +174,8 @@ def _embed_and_store(
     emit: Progress,
     skip: Callable[[str, str], None],
     counts: dict[str, int],
-    annotate: Annotate | None = None,
-    ensure_model: Callable[[], None] = lambda: None,
+    annotate: Annotate | None,
+    ensure_model: Callable[[], None],
 ) -> None:
     min_side = decode_side(encoder)
     preprocess = getattr(encoder, "preprocess", None)

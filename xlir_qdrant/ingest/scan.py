@@ -37,14 +37,13 @@ def scan(
     *,
     include_hidden: bool = False,
     on_error: Callable[[str, str], None] | None = None,
-    extensions: frozenset[str] | None = None,
 ) -> Iterator[FileInfo]:
     """Yield image files below ``root`` (or ``root`` itself if it is a file), sorted per folder.
 
     Unreadable folders are reported through ``on_error(path, reason)`` and skipped; symlinked
     folders are not followed, so a link loop cannot make the walk endless.
     """
-    exts = extensions or image_extensions()
+    exts = image_extensions()
     root = Path(os.path.abspath(root))
     if root.is_file():
         if root.suffix.lower() in exts:

@@ -29,6 +29,7 @@ from PIL import Image
 from ..encoders.base import ModelSpec, get_spec
 from ..errors import ModelUnavailable
 from ..eval.recall import nan_to_none
+from .loop import final_metrics
 from .model import HeadConfig, JointModel
 
 FORMAT = 1
@@ -82,7 +83,7 @@ def save(
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     _write_json(out / "train-config.json", {**cfg, "image_model": image_spec.id, "text_encoder": text_ref,
                                             "torch": torch.__version__})
-    _write_json(out / "metrics.json", {"final": history[-1] if history else {}, "history": history})
+    _write_json(out / "metrics.json", {"final": final_metrics(history), "history": history})
     return model_id
 
 

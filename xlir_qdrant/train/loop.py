@@ -134,10 +134,6 @@ class TrainResult:
     precision: str
     seconds: float
 
-    @property
-    def metrics(self) -> dict[str, float]:
-        return final_metrics(self.history)
-
 
 def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """Linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""

@@ -84,6 +84,3 @@ class JointModel(nn.Module):
 
     def embed_image(self, features: torch.Tensor) -> torch.Tensor:
         return self.image(features)
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
