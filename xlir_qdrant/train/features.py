@@ -203,10 +203,11 @@ def text_features(
     interrupted run should resume where it stopped rather than start over.
     """
     parts = []
+    root = _feature_dir(featurizer.key)
     for start in range(0, len(texts), chunk):
         block = list(texts[start : start + chunk])
         digest = hashlib.sha256("\n".join([featurizer.key, *block]).encode()).hexdigest()[:32]
-        path = _feature_dir(featurizer.key) / f"texts-{digest}.npy"
+        path = root / f"texts-{digest}.npy"
         cached = load_array(path, (len(block), featurizer.dim)) if use_cache else None
         if cached is None:
             cached = np.asarray(featurizer.features(block), np.float32)
@@ -231,6 +232,7 @@ def image_features(
     out = np.zeros((len(paths), featurizer.dim), np.float32)
     ok = np.zeros(len(paths), bool)
     todo: list[tuple[int, Path]] = []
+    root = _feature_dir(featurizer.key)  # (resolving it makes folders: once, not per image)
     for i, p in enumerate(paths):
         try:
             st = os.stat(p)
@@ -240,7 +242,7 @@ def image_features(
             continue
         key = f"{featurizer.key}|{os.path.abspath(p)}|{st.st_mtime_ns}|{st.st_size}"
         digest = hashlib.sha256(key.encode()).hexdigest()
-        cache = _feature_dir(featurizer.key) / digest[:2] / f"{digest}.npy"
+        cache = root / digest[:2] / f"{digest}.npy"
         if use_cache and (row := load_array(cache, (featurizer.dim,))) is not None:
             out[i], ok[i] = row, True
             if on_advance:

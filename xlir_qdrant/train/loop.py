@@ -191,10 +191,9 @@ def embed_features(model: JointModel, features: FeatureSet, device: str, chunk: 
     return run(model.embed_text, features.text), run(model.embed_image, features.image)
 
 
-def validation_recall(model: JointModel, val: FeatureSet, device: str, max_images: int) -> dict[str, float]:
-    subset = val.limit_images(max_images)
-    text, image = embed_features(model, subset, device)
-    return retrieval_recall(text, image, subset.caption_image)
+def validation_recall(model: JointModel, val: FeatureSet, device: str) -> dict[str, float]:
+    text, image = embed_features(model, val, device)
+    return retrieval_recall(text, image, val.caption_image)
 
 
 def train(
@@ -235,7 +234,8 @@ def train(
         history: list[dict[str, float]] = []
         val = val_set if val_set is not None and len(val_set.image) else None  # None: no validation
         if val is not None:
-            untrained = validation_recall(model, val, device, config.val_max_images)
+            val = val.limit_images(config.val_max_images)  # the same subset every epoch
+            untrained = validation_recall(model, val, device)
             history.append({"epoch": 0, "loss": math.nan, **untrained})
             emit(TrainEvent("epoch", epoch=0, metrics=untrained))
 
@@ -272,7 +272,7 @@ def train(
                     seen, window_start = 0, time.perf_counter()
             row = {"epoch": epoch, "loss": epoch_loss / steps_per_epoch}
             if val is not None:
-                row.update(validation_recall(model, val, device, config.val_max_images))
+                row.update(validation_recall(model, val, device))
             history.append(row)
             emit(TrainEvent("epoch", epoch=epoch, metrics=row))
     model.eval()
