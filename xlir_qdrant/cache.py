@@ -3,9 +3,10 @@ XLIR_HOME/cache, else the platform's user cache dir."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +36,25 @@ def load_array(path: Path, shape: tuple[int, ...]) -> NDArray[np.float32] | None
     return arr if arr.shape == shape and arr.dtype == np.float32 else None
 
 
-def save_array(path: Path, arr: NDArray[np.float32]) -> None:
-    """Write-then-rename, so a concurrent reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; it becomes ``path`` when the block ends
+    without error (write-then-rename: a concurrent reader never sees half a file) and is
+    removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    with os.fdopen(fd, "wb") as fh:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix + ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_array(path: Path, arr: NDArray[np.float32]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
-    os.replace(tmp, path)
 
 
 def cached_array(name: str, shape: tuple[int, ...],

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ..cache import cache_dir, cached_array
+from ..cache import atomic_path, cache_dir, cached_array
 from ..errors import ModelUnavailable
 from .base import ModelSpec, PixelSpec, normalise
 
@@ -114,9 +114,8 @@ def _cached_tokenizer(model: Any) -> None:
             except Exception:  # noqa: BLE001 - torn or foreign: parse and write it again
                 model._sp = None
         blob = pickle.dumps(model._tokenizer, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob)
     except Exception as exc:  # noqa: BLE001 - a cache, never a reason to fail
         log.info("mUSE tokenizer cache unusable (%s)", exc)
         model._sp = None

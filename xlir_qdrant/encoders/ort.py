@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..cache import atomic_path
+
 log = logging.getLogger(__name__)
 
 # Logits of the export and of torch must agree this closely on the check batch, or the
@@ -125,12 +127,9 @@ def export(module: Any, path: Path, example_shape: tuple[int, ...]) -> None:
     """Export ``module`` (batch dimension dynamic) to ``path``, after checking it matches."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(*example_shape, generator=torch.Generator().manual_seed(0))
     module = module.eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         program = torch.onnx.export(
             module, (example,), dynamo=True, input_names=["pixels"], output_names=["out"],
             dynamic_shapes=({0: torch.export.Dim("batch")},), optimize=True, verbose=False,
@@ -139,11 +138,7 @@ def export(module: Any, path: Path, example_shape: tuple[int, ...]) -> None:
         check = torch.randn(3, *example_shape[1:], generator=torch.Generator().manual_seed(1))
         with torch.inference_mode():
             want = module(check).float().numpy()
-        got = OnnxNet(Path(tmp))(check.numpy())
+        got = OnnxNet(tmp)(check.numpy())
         err = float(np.abs(got - want).max())
         if not err <= EXPORT_ATOL:
             raise ExportMismatch(f"exported network differs from torch by {err:.2e}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
