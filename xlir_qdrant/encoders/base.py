@@ -133,6 +133,20 @@ def device_summary() -> str:
     return "cpu (no CUDA GPU visible)"
 
 
+def takes_pixels(encoder: object) -> bool:
+    """Whether ``encoder`` preprocesses images on its own (on ingest's worker threads) and
+    embeds the resulting pixel batches; otherwise it is handed PIL images."""
+    return callable(getattr(encoder, "preprocess", None)) and hasattr(encoder, "embed_pixels")
+
+
+def embed_batch(encoder: Encoder, rows: Sequence[object], *, pixels: bool) -> NDArray[np.float32]:
+    """One batch: ``preprocess`` outputs (numpy or torch) through embed_pixels when ``pixels``,
+    else PIL images through embed_images."""
+    if pixels:
+        return encoder.embed_pixels(np.stack([np.asarray(r) for r in rows]))  # type: ignore[attr-defined]
+    return encoder.embed_images(list(rows))  # type: ignore[arg-type]
+
+
 def normalise(x: NDArray[np.floating]) -> NDArray[np.float32]:
     """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
     x = np.asarray(x, dtype=np.float32)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ..encoders.base import Encoder, load_encoder
+from ..encoders.base import Encoder, embed_batch, load_encoder, takes_pixels
 from ..ingest.decode import DecodeError, decode, decode_side
 from ..ingest.workers import bounded_map, default_workers
 from .recall import retrieval_recall
@@ -141,28 +141,17 @@ def embed_image_files(
     (recall over a set with holes would not be comparable)."""
     getattr(encoder, "warm_up", lambda: None)()
     min_side = decode_side(encoder)
-    preprocess = getattr(encoder, "preprocess", None)
-    use_pixels = preprocess is not None and hasattr(encoder, "embed_pixels")
+    use_pixels = takes_pixels(encoder)
 
     def prepare(path: str) -> object:
         image = decode(path, min_side=min_side).image
-        return preprocess(image) if use_pixels else image
+        return encoder.preprocess(image) if use_pixels else image  # type: ignore[attr-defined]
 
     parts: list[NDArray[np.float32]] = []
     batch: list[object] = []
 
     def flush() -> None:
-        if use_pixels:
-            first = batch[0]
-            if hasattr(first, "detach"):
-                import torch
-
-                pixels = torch.stack(batch)  # type: ignore[arg-type]
-            else:
-                pixels = np.stack(batch)  # type: ignore[arg-type]
-            parts.append(encoder.embed_pixels(pixels))  # type: ignore[attr-defined]
-        else:
-            parts.append(encoder.embed_images(batch))  # type: ignore[arg-type]
+        parts.append(embed_batch(encoder, batch, pixels=use_pixels))
         if on_advance:
             on_advance(len(batch))
         batch.clear()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..encoders.base import Encoder, PixelSpec
+from ..encoders.base import Encoder, PixelSpec, embed_batch
 from ..errors import XlirError
 from ..records import Filter, IngestReport, Point
 from ..store.base import Store
@@ -388,8 +388,8 @@ def _device_pixels(batch: list, encoder: Encoder, spec: PixelSpec, min_side: int
 def _embed(batch: list, encoder: Encoder) -> np.ndarray:
     pixels = [b[3] for b in batch]
     if all(p is not None for p in pixels) and hasattr(encoder, "embed_pixels"):
-        return encoder.embed_pixels(np.stack(pixels))
-    return encoder.embed_images([b[2].image for b in batch])
+        return embed_batch(encoder, pixels, pixels=True)
+    return embed_batch(encoder, [b[2].image for b in batch], pixels=False)
 
 
 def _points(batch: list, vectors: np.ndarray, known: dict[str, Any], counts: dict[str, int],

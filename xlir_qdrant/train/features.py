@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..cache import cache_dir, load_array, save_array
-from ..encoders.base import get_spec, load_encoder, normalise
+from ..encoders.base import embed_batch, get_spec, load_encoder, normalise, takes_pixels
 from ..errors import ModelUnavailable
 from ..ingest.decode import DecodeError, decode, decode_side
 from ..ingest.workers import bounded_map, default_workers
@@ -83,25 +83,13 @@ class EncoderFeatures:
         self.min_side = decode_side(encoder)
         self._encoder = encoder
         # An encoder may expose ``preprocess`` as None (checkpoints over PIL-only towers do).
-        self.pixels = callable(getattr(encoder, "preprocess", None)) and hasattr(encoder, "embed_pixels")
-        self._tensors = False  # open_clip's transforms give torch tensors, and embed_pixels wants them back
+        self.pixels = takes_pixels(encoder)
 
     def preprocess(self, image: Image.Image) -> Any:
-        if not self.pixels:
-            return image
-        out = self._encoder.preprocess(image)
-        self._tensors = self._tensors or hasattr(out, "detach")
-        return out
+        return self._encoder.preprocess(image) if self.pixels else image
 
     def features(self, batch: Sequence[Any]) -> NDArray[np.float32]:
-        if not self.pixels:
-            return self._encoder.embed_images(list(batch))
-        if self._tensors:
-            import torch
-
-            # Rows may come back as numpy when a caller (the ingest pipeline) stacked them.
-            return self._encoder.embed_pixels(torch.stack([torch.as_tensor(np.asarray(x)) for x in batch]))
-        return self._encoder.embed_pixels(np.stack(batch))
+        return embed_batch(self._encoder, batch, pixels=self.pixels)
 
 
 @functools.lru_cache(maxsize=4)
