@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from ..cache import cache_dir
 from ..errors import XlirError
+from ..ingest.scan import index_files, resolve_path
 
 BASE_URL = "https://raw.githubusercontent.com/adobe-research/Cross-lingual-Test-Dataset-XTD10/main"
 IMAGE_LIST = "XTD10/test_image_names.txt"
@@ -165,13 +166,8 @@ def coco_url(name: str) -> str:
 
 def locate_images(names: Sequence[str], root: Path) -> dict[str, str]:
     """Where each file name is below ``root`` (searched recursively: train2014/, val2014/, flat)."""
-    wanted = set(names)
-    found: dict[str, str] = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            if name in wanted and name not in found:
-                found[name] = os.path.join(folder, name)
-    return found
+    everything = index_files(root)
+    return {name: everything[name] for name in names if name in everything}
 
 
 def download_images(
@@ -271,8 +267,7 @@ def load_tsv(path: Path, *, name: str | None = None) -> EvalSet:
         image, lang, caption = (p.strip() for p in parts)
         if number == 1 and image.lower() in {"image", "path", "file"}:
             continue
-        p = Path(image).expanduser()
-        full = str(p if p.is_absolute() else (path.parent / p).resolve())
+        full = resolve_path(path.parent, image)
         texts, owners = per_lang.setdefault(canonical_lang(lang), ([], []))
         texts.append(caption)
         owners.append(images.setdefault(full, len(images)))

@@ -80,3 +80,19 @@ def ancestors(path: str) -> list[str]:
     """Every directory above ``path``, root first: the payload behind "under this folder"."""
     parts = Path(path).parents
     return [str(p) for p in reversed(parts)]
+
+
+def index_files(root: Path) -> dict[str, str]:
+    """File name -> path for every file below ``root`` (first one wins on duplicates): how
+    caption sets that name images by file name find them."""
+    out: dict[str, str] = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            out.setdefault(name, os.path.join(folder, name))
+    return out
+
+
+def resolve_path(base: Path, name: str) -> str:
+    """``name`` as an absolute path, relative ones taken from ``base``."""
+    p = Path(name).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import XlirError
+from ..ingest.scan import index_files, resolve_path
 
 
 class DataError(XlirError):
@@ -129,7 +130,7 @@ def load_pairs(path: Path) -> PairSet:
             image, caption = parts
             if number == 1 and image.strip().lower() in {"image", "path", "file"}:
                 continue  # a header row
-        rows.append((_resolve(base, image.strip()), caption))
+        rows.append((resolve_path(base, image.strip()), caption))
     missing = [p for p in dict.fromkeys(p for p, _ in rows) if not os.path.isfile(p)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -138,20 +139,6 @@ def load_pairs(path: Path) -> PairSet:
     if not len(pairs):
         raise DataError(f"{path}: no (image, caption) pairs")
     return pairs
-
-
-def _resolve(base: Path, image: str) -> str:
-    p = Path(image).expanduser()
-    return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def index_files(root: Path) -> dict[str, str]:
-    """File name -> path for every file below ``root`` (first one wins on duplicates)."""
-    out: dict[str, str] = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            out.setdefault(name, os.path.join(folder, name))
-    return out
 
 
 def split_images(n_images: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
