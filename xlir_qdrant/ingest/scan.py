@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from PIL import Image
 BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 
+@functools.cache
 def image_extensions() -> frozenset[str]:
     """The base formats plus HEIC/HEIF/AVIF when a Pillow plugin for them is registered."""
     extra = {ext for ext in Image.registered_extensions() if ext in {".heic", ".heif", ".avif"}}
