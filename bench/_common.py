@@ -55,7 +55,7 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def fake_payload(i: int, root: str = "/photos") -> dict[str, Any]:
-    """A payload shaped like the one xlir stores (ingest/pipeline.py _payload + tags)."""
+    """A payload shaped like the one xlir stores (store/schema.py image_payload + tags)."""
     year = 2015 + i % 10
     folder = f"{root}/{year}/{(i // 100) % 12 + 1:02d}"
     path = f"{folder}/IMG_{i:06d}.jpg"
@@ -71,7 +71,7 @@ def fake_payload(i: int, root: str = "/photos") -> dict[str, Any]:
         "height": 3000,
         "taken_at": f"{year}-06-01T12:{i % 60:02d}:00",
         "tags": [f"c{(i * 13 + k * 101) % 500:04d}" for k in range(5)],
-        "annotation": "tags-bench",
+        "tags_key": "tags-bench",
     }
 
 

@@ -116,24 +116,27 @@ def files_of(folder: Path) -> list[str]:
 
 # -- phases (each runs in a fresh process) --------------------------------------------------
 
-def register_bench_models() -> None:
-    from xlir_qdrant.encoders.base import register
+def bench_spec(model: str):
+    """A registry model, or open_clip's ViT-B-32 with random weights (GPU runs: no download)."""
+    from xlir_qdrant.encoders.registry import get_spec
     from xlir_qdrant.records import ModelSpec
 
-    register(ModelSpec(id="vit-b-32-random", dim=512, languages=("en",), licence="MIT", size_mb=0,
-                       bundled=False, needs_lang=False, loader="xlir_qdrant.encoders.openclip:load",
-                       description="open_clip ViT-B-32, random weights (benchmarks only)",
-                       options={"arch": "ViT-B-32", "pretrained": ""}))
+    if model == "vit-b-32-random":
+        return ModelSpec(id="vit-b-32-random", family="openclip", dim=512, languages=("en",), licence="MIT",
+                         size_mb=0, bundled=False, needs_lang=False,
+                         description="open_clip ViT-B-32, random weights (benchmarks only)",
+                         options={"arch": "ViT-B-32", "pretrained": ""})
+    return get_spec(model)
 
 
 def _encoder(model: str, device: str, runtime: str = "auto"):
-    from xlir_qdrant.encoders.base import load_encoder
     from xlir_qdrant.encoders.bundled import ImageNetTower
+    from xlir_qdrant.encoders.registry import load_encoder
 
-    enc = load_encoder(model, device=device)
+    enc = load_encoder(bench_spec(model), device=device)
     if runtime != "auto":
         enc._tower = ImageNetTower(enc.params.variant, device, runtime=runtime)
-    getattr(enc, "warm_up", lambda: None)()
+    enc.warm_up()
     return enc
 
 
@@ -145,29 +148,22 @@ def _sync(device: str) -> None:
 
 
 def phase_decode(files: list[str], model: str, device: str) -> dict:
-    from xlir_qdrant.ingest import device as on_device
-    from xlir_qdrant.ingest.decode import decode, decode_side, probe, sha256_file
-    from xlir_qdrant.ingest.pipeline import IngestOptions
-    from xlir_qdrant.ingest.workers import bounded_map
+    from xlir_qdrant.images import device as on_device
+    from xlir_qdrant.images.batches import BatchEmbedder
+    from xlir_qdrant.images.workers import bounded_map
+    from xlir_qdrant.ingest import IngestOptions
 
     enc = _encoder(model, device)
     opts = IngestOptions()
-    min_side = decode_side(enc)
+    side = enc.image_side()
+    # the batch loop's own worker step: hash + decode (draft mode) + preprocess; on a GPU, read
+    # once, hash and probe, the pixels coming from nvjpeg below
+    embedder = BatchEmbedder(side, batch_size=opts.batch_size, hash_files=True)
     gpu = str(enc.device).startswith("cuda")
-    spec = on_device.pixel_spec(enc)
+    spec = side.pixel_spec
 
     def prepare(path: str):
-        if gpu:  # the pipeline's GPU worker step: read once, hash, probe; pixels come later
-            import hashlib
-
-            data = Path(path).read_bytes()
-            hashlib.sha256(data).hexdigest()
-            head = probe(data)
-            if head.format == "JPEG":
-                return on_device.raw_jpeg(data, head.orientation, str(enc.device))
-        else:
-            sha256_file(path)
-        return enc.preprocess(decode(path, min_side=min_side).image)
+        return embedder.read(path).pixels
 
     t0 = time.perf_counter()
     n, batch = 0, []
@@ -179,7 +175,7 @@ def phase_decode(files: list[str], model: str, device: str) -> dict:
             on_device.to_pixels(images, spec, str(enc.device))
         batch.clear()
 
-    for _, res in bounded_map(prepare, files, opts.workers, lookahead=max(2 * opts.batch_size, 8)):
+    for _, res in bounded_map(prepare, files, embedder.workers, lookahead=embedder.lookahead):
         if isinstance(res, BaseException):
             raise res
         n += 1
@@ -191,17 +187,17 @@ def phase_decode(files: list[str], model: str, device: str) -> dict:
         finish()
         _sync(str(enc.device))
     s = time.perf_counter() - t0
-    return {"images": n, "seconds": s, "rate": n / s, "workers": opts.workers}
+    return {"images": n, "seconds": s, "rate": n / s, "workers": embedder.workers}
 
 
 def phase_encode(files: list[str], model: str, device: str, runtime: str = "auto") -> dict:
     import numpy as np
 
-    from xlir_qdrant.ingest.decode import decode, decode_side
+    from xlir_qdrant.images.decode import decode
+    from xlir_qdrant.images.workers import bounded_map
 
     enc = _encoder(model, device, runtime)
-    min_side = decode_side(enc)
-    from xlir_qdrant.ingest.workers import bounded_map
+    min_side = enc.image_side().min_side
 
     def prep(p: str):
         return np.asarray(enc.preprocess(decode(p, min_side=min_side).image))
@@ -218,8 +214,7 @@ def phase_encode(files: list[str], model: str, device: str, runtime: str = "auto
         enc.embed_pixels(pixels[i : i + 32])
     _sync(str(enc.device))
     s = time.perf_counter() - t0
-    tower = getattr(enc, "tower", None)
-    runtime = tower.runtime if tower is not None else f"torch {getattr(enc, 'precision', '')}".strip()
+    runtime = enc.tower.runtime if enc.spec.family == "conse" else f"torch {enc.precision}"
     return {"images": len(pixels), "seconds": s, "rate": len(pixels) / s, "runtime": runtime}
 
 
@@ -228,7 +223,6 @@ def phase_naive(files: list[str], model: str, device: str) -> dict:
 
     from PIL import Image
 
-    from xlir_qdrant.encoders.base import get_spec
     from xlir_qdrant.records import Point
     from xlir_qdrant.store.edge import EdgeStore
 
@@ -236,7 +230,7 @@ def phase_naive(files: list[str], model: str, device: str) -> dict:
     files = files[: int(os.environ.get("XLIR_BENCH_NAIVE_N", 0)) or None]  # a rate: a subset will do
     with tempfile.TemporaryDirectory() as tmp:
         store = EdgeStore(Path(tmp) / "store")
-        store.ensure_collection("photos", get_spec(model))
+        collection = store.collection("photos", enc.spec, create=True)
         t0 = time.perf_counter()
         for i in range(0, len(files), 8):
             chunk = files[i : i + 8]
@@ -247,30 +241,29 @@ def phase_naive(files: list[str], model: str, device: str) -> dict:
                 images.append(rgb)
                 sizes.append(rgb.size)
             vecs = enc.embed_images(images)
-            store.upsert([Point(str(uuid.uuid5(uuid.NAMESPACE_URL, p)), v,
+            collection.upsert([Point(str(uuid.uuid5(uuid.NAMESPACE_URL, p)), v,
                                 {"path": p, "width": w, "height": h})
                           for p, v, (w, h) in zip(chunk, vecs, sizes, strict=True)])
         s = time.perf_counter() - t0
-        count = store.count()
+        count = collection.count()
         store.close()
     return {"images": count, "seconds": s, "rate": count / s}
 
 
 def phase_xlir(folder: Path, model: str, device: str) -> dict:
     from xlir_qdrant import Index
-    from xlir_qdrant.config import Settings
+    from xlir_qdrant.config import Overrides, Settings
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(home=tmp, store=Path(tmp) / "store", device=device, model=model)
-        with Index(settings) as idx:
-            getattr(idx.encoder, "warm_up", lambda: None)()
+        settings = Settings.load(Overrides(home=tmp, store=Path(tmp) / "store", device=device))
+        with Index(settings, encoder=_encoder(model, device)) as idx:
             idx.tagger().english  # the tag matrix (computed once per model, then cached)
             t0 = time.perf_counter()
             report = idx.index([str(folder)])
             s = time.perf_counter() - t0
             n = report.added + report.updated
     return {"images": n, "seconds": s, "rate": n / s, "report_seconds": report.seconds,
-            "failed": report.failed, "workers": settings.workers or "default"}
+            "skipped": report.skipped, "workers": settings.workers or "default"}
 
 
 # -- driver -------------------------------------------------------------------------------
@@ -285,7 +278,6 @@ def main() -> None:
     ap.add_argument("--phase", choices=["decode", "encode", "encode-fp32", "encode-torch", "naive", "xlir"], help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    register_bench_models()
     if args.phase:
         folder = args.folder
         files = files_of(folder)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from xlir_qdrant.encoders.base import normalise
 from xlir_qdrant.encoders.bundled import ConseParams, ImageNetTower, label_matrix, muse_embed
-from xlir_qdrant.ingest.decode import decode
+from xlir_qdrant.images.decode import decode
 
 HERE = Path(__file__).parent
 TEMPLATES = {

@@ -67,7 +67,7 @@ def main() -> None:
     distinct = max(1, min(args.distinct, args.n))
 
     from xlir_qdrant import Index
-    from xlir_qdrant.config import Settings
+    from xlir_qdrant.config import Overrides, Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="xlir-bench-rescan-"))
     try:
@@ -76,14 +76,14 @@ def main() -> None:
         make_files(photos, args.n, distinct)
         print(f"made {args.n} files ({distinct} distinct contents) in {time.perf_counter() - t0:.1f}s (not measured)")
 
-        settings = Settings.load(home=home, store=store, device="cpu")
+        settings = Settings.load(Overrides(home=home, store=store, device="cpu"))
         with Index(settings) as idx:
             idx.encoder.warm_up()
             t0 = time.perf_counter()
             rep = idx.index([str(photos)])
             first = time.perf_counter() - t0
             print(f"first index: {rep.scanned} scanned, {rep.added} embedded, {rep.reused} reused, "
-                  f"{rep.failed} failed in {first:.1f}s (not the measured figure)")
+                  f"{rep.skipped} skipped in {first:.1f}s (not the measured figure)")
             encoder = idx.encoder
             if rep.added + rep.reused != args.n:
                 print(f"WARNING: expected {args.n} stored, got {rep.added + rep.reused}")
@@ -91,7 +91,7 @@ def main() -> None:
         lib = []
         for _ in range(args.runs):
             # a freshly opened store each time, as a new `xlir index` would; model kept warm
-            with Index(Settings.load(home=home, store=store, device="cpu"), encoder=encoder) as idx:
+            with Index(Settings.load(Overrides(home=home, store=store, device="cpu")), encoder=encoder) as idx:
                 t0 = time.perf_counter()
                 rep = idx.index([str(photos)])
                 lib.append(time.perf_counter() - t0)

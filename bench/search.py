@@ -80,8 +80,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    from xlir_qdrant.encoders.base import get_spec
-    from xlir_qdrant.encoders.specs import DEFAULT_MODEL
+    from xlir_qdrant.encoders.registry import DEFAULT_MODEL, get_spec
     from xlir_qdrant.store.edge import EdgeStore
     from xlir_qdrant.store.server import ServerStore
 
@@ -92,33 +91,33 @@ def main() -> None:
         # -- edge ------------------------------------------------------------------------
         edge_dir = tmp / "edge"
         store = EdgeStore(edge_dir)
-        store.ensure_collection("photos", spec)
+        col = store.collection("photos", spec, create=True)
         done, up_s = 0, 0.0
         print(f"{'store':<22}{'points':>8}{'upsert pts/s':>14}{'p50 ms':>9}{'p99 ms':>9}")
         for n in sizes:
-            up_s += fill(store, done, n, seed=1)
+            up_s += fill(col, done, n, seed=1)
             done = n
-            p50, p99 = latency(store, args.queries)
+            p50, p99 = latency(col, args.queries)
             rows[("edge", n)] = (p50, p99)
             print(f"{'edge exact':<22}{n:>8}{done / up_s:>14.0f}{p50:>9.2f}{p99:>9.2f}", flush=True)
         t0 = time.perf_counter()
-        store.optimize()
+        col.optimize()
         opt_s = time.perf_counter() - t0
-        p50, p99 = latency(store, args.queries)
+        p50, p99 = latency(col, args.queries)
         rows[("edge-hnsw", done)] = (p50, p99)
         print(f"{'edge HNSW':<22}{done:>8}{'':>14}{p50:>9.2f}{p99:>9.2f}   (optimize() took {opt_s:.1f}s)",
               flush=True)
         store.close()
         t0 = time.perf_counter()
         store = EdgeStore(edge_dir)
-        store.ensure_collection("photos", spec, create=False)
+        store.collection("photos", spec)
         reopen_edge = time.perf_counter() - t0
         store.close()
 
         # -- qdrant-client local mode ----------------------------------------------------
         local_dir = tmp / "local"
         local = ServerStore.local(local_dir)
-        local.ensure_collection("photos", spec)
+        local_col = local.collection("photos", spec, create=True)
         done, up_s, capped = 0, 0.0, None
         for n in sizes:
             if done:
@@ -128,9 +127,9 @@ def main() -> None:
                     n = max(done, int(args.local_budget * done / up_s) // 10_000 * 10_000)
                     if n == done:
                         break
-            up_s += fill(local, done, n, seed=1)
+            up_s += fill(local_col, done, n, seed=1)
             done = n
-            p50, p99 = latency(local, args.local_queries)
+            p50, p99 = latency(local_col, args.local_queries)
             rows[("local", n)] = (p50, p99)
             print(f"{'qdrant-client local':<22}{n:>8}{done / up_s:>14.0f}{p50:>9.2f}{p99:>9.2f}", flush=True)
             if capped:
@@ -138,7 +137,7 @@ def main() -> None:
         local.close()
         t0 = time.perf_counter()
         local = ServerStore.local(local_dir)
-        local.ensure_collection("photos", spec, create=False)
+        local.collection("photos", spec)
         reopen_local = time.perf_counter() - t0
         local.close()
         if capped:
@@ -163,10 +162,10 @@ def main() -> None:
 
         # -- xlir Index.search, warm ----------------------------------------------------
         from xlir_qdrant import Index
-        from xlir_qdrant.config import Settings
+        from xlir_qdrant.config import Overrides, Settings
 
         home = tmp / "home"
-        settings = Settings.load(home=home, store=edge_dir, device="cpu")
+        settings = Settings.load(Overrides(home=home, store=edge_dir, device="cpu"))
         with Index(settings) as idx:
             t0 = time.perf_counter()
             idx.search("warm up")

@@ -36,21 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xlir_qdrant.encoders.base import load_encoder
-from xlir_qdrant.encoders.specs import DEFAULT_MODEL
+from xlir_qdrant.encoders.head import HeadConfig, JointModel
+from xlir_qdrant.encoders.registry import DEFAULT_MODEL, load_encoder
+from xlir_qdrant.encoders.text import MUSE
 from xlir_qdrant.eval.recall import text_to_image_ranks
 from xlir_qdrant.eval.run import embed_image_files
-from xlir_qdrant.train import TrainConfig, run
+from xlir_qdrant.train.config import TrainConfig
 from xlir_qdrant.train.data import from_pairs
-from xlir_qdrant.train.features import (
-    MUSE,
-    image_features,
-    image_featurizer,
-    text_features,
-    text_featurizer,
-)
-from xlir_qdrant.train.loop import FeatureSet, embed_features, seed_everything
-from xlir_qdrant.train.model import HeadConfig, JointModel
+from xlir_qdrant.train.features import image_features, image_tower, text_features, text_tower
+from xlir_qdrant.train.loop import FeatureSet, embed_features, run, seed_everything
 
 HERE = Path(__file__).parent
 LANGS = ("en", "de", "fr", "es", "it", "ja", "ko", "pl", "ru", "tr", "zh")
@@ -119,8 +113,8 @@ def main() -> None:
           f"{n_train_caps} English training captions in all; {args.folds} folds by photo, seed {args.seed}")
 
     # Frozen features of every photo and query, once (the checkpoints' own towers, cached on disk).
-    img_tower = image_featurizer(DEFAULT_MODEL, "cpu")
-    txt_tower = text_featurizer(MUSE, "cpu")
+    img_tower = image_tower(DEFAULT_MODEL, "cpu")
+    txt_tower = text_tower(MUSE, "cpu")
     img_feats, ok = image_features([files[i] for i in ids], img_tower)
     if not ok.all():
         sys.exit("some photos could not be read")

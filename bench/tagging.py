@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xlir_qdrant.encoders.base import load_encoder
-from xlir_qdrant.encoders.specs import DEFAULT_MODEL
-from xlir_qdrant.ingest.decode import decode
+from xlir_qdrant.encoders.registry import load_encoder
+from xlir_qdrant.encoders.registry import DEFAULT_MODEL
+from xlir_qdrant.images.decode import decode
 from xlir_qdrant.tagging.tagger import Tagger
 from xlir_qdrant.tagging.vocab import LANGUAGES, Concept, load_vocabulary
 

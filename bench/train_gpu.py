@@ -16,7 +16,8 @@ import time
 import numpy as np
 import torch
 
-from xlir_qdrant.train.loop import FeatureSet, TrainConfig, TrainEvent, train
+from xlir_qdrant.train.config import TrainConfig
+from xlir_qdrant.train.loop import FeatureSet, TrainEvent, train
 
 
 def features(n_images: int, caps: int = 5, text_dim: int = 512, image_dim: int = 1280, seed: int = 0) -> FeatureSet:

@@ -1,17 +1,22 @@
-"""Rendering: the same records become a rich table for people or JSON lines for scripts."""
+"""Rendering: the library's records become rich tables and progress bars for people, or JSON
+lines for scripts. Nothing here calls the library; it only draws what it is given."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from xlir_qdrant.records import Hit
-from xlir_qdrant.tagging import TagResult
+from xlir_qdrant.records import RECALL_METRICS, Hit, IndexStats, IngestEvent, IngestReport, ModelRow, TagResult
 
 
 def human_size(n: int) -> str:
@@ -29,6 +34,14 @@ def display_path(path: str) -> str:
     return path[len(cwd):] if path.startswith(cwd) else path
 
 
+def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> None:
+    for record in records:
+        console.out(json.dumps(record, ensure_ascii=False), highlight=False)
+
+
+# -- photos --------------------------------------------------------------------------------------
+
+
 def hits_table(hits: list[Hit]) -> Table:
     table = Table(title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
@@ -39,11 +52,6 @@ def hits_table(hits: list[Hit]) -> Table:
     for h in hits:
         table.add_row(str(h.rank), f"{h.score:.3f}", display_path(h.path), (h.date or "")[:10], human_size(h.size))
     return table
-
-
-def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> None:
-    for record in records:
-        console.out(json.dumps(record, ensure_ascii=False), highlight=False)
 
 
 def tags_table(result: TagResult) -> Table:
@@ -58,3 +66,165 @@ def tags_table(result: TagResult) -> Table:
     if not result.tags:
         table.add_row("", "(no tag above --min-score)", "", "")
     return table
+
+
+def index_summary(report: IngestReport) -> str:
+    rate = (report.added + report.updated) / report.seconds if report.seconds else 0.0
+    return (f"indexed {report.scanned} files in {report.seconds:.1f}s: {report.added} new, "
+            f"{report.updated} changed, {report.reused} reused, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {report.skipped} skipped ({rate:.1f} images/s)")
+
+
+def info_lines(stats: IndexStats) -> list[str]:
+    return [f"store: {stats.store} at {stats.location}", f"device: {stats.device}"]
+
+
+def collections_table(stats: IndexStats) -> Table:
+    table = Table("collection", "model", "dim", "images", "HNSW-indexed", header_style="bold")
+    for c in stats.collections:
+        table.add_row(c.name, c.model, str(c.dim), str(c.points), "" if c.indexed_vectors is None else str(c.indexed_vectors))
+    return table
+
+
+def models_table(rows: list[ModelRow]) -> Table:
+    table = Table(header_style="bold", caption="* needs the query language: --lang, else detected")
+    table.add_column("model", no_wrap=True)
+    for name in ("dim", "langs", "size", "source", "offline"):
+        table.add_column(name, no_wrap=True)
+    for r in rows:
+        size = f"{r.size_mb / 1024:.1f} GB" if r.size_mb >= 1024 else f"{r.size_mb} MB"
+        table.add_row(r.id + (" *" if r.needs_lang else ""), str(r.dim), str(r.languages), size,
+                      "bundled" if r.bundled else "hub", "[green]yes[/green]" if r.offline_ready else "[red]no[/red]")
+    return table
+
+
+def skipped_line(console: Console, path: str, reason: str) -> None:
+    console.print("[yellow]skipped[/yellow]", escape(f"{path}: {reason}"), highlight=False, soft_wrap=True)
+
+
+class _Bar:
+    """A front end around one rich Progress, entered and left with it."""
+
+    bar: Progress
+
+    def __enter__(self) -> Self:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+
+class IndexProgress(_Bar):
+    """Renders IngestEvents: one bar over the files to embed, the rate, one line per skip."""
+
+    def __init__(self, console: Console) -> None:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        self.bar = Progress(*columns, console=console, transient=False)
+        self.task = self.bar.add_task("embedding", total=None, rate="")
+        self._start = time.perf_counter()
+        self._done = 0
+
+    def on_event(self, ev: IngestEvent) -> None:
+        bar, task = self.bar, self.task
+        if ev.kind == "found":
+            bar.update(task, total=(bar.tasks[0].total or 0) + ev.n)
+        elif ev.kind == "done":
+            self._done += ev.n
+            elapsed = max(time.perf_counter() - self._start, 1e-6)
+            bar.update(task, advance=ev.n, rate=f"{self._done / elapsed:.1f} img/s")
+        elif ev.kind == "skipped":
+            skipped_line(bar.console, ev.path, ev.reason)
+        elif ev.kind == "loading":
+            bar.update(task, description=f"loading model ({ev.reason})" if ev.reason else "loading model")
+        elif ev.kind == "loaded":
+            bar.update(task, description="embedding")
+        elif ev.kind == "optimizing":
+            bar.update(task, description="building search index (HNSW)")
+        elif ev.kind == "optimized":
+            bar.update(task, description="done")
+
+
+# -- training and evaluation ---------------------------------------------------------------------
+
+
+def _triple(m: dict[str, float], direction: str) -> str:
+    return "/".join(f"{m[f'{direction}_r{k}']:.1f}" for k in (1, 5, 10))
+
+
+def recall_line(m: dict[str, float]) -> str:
+    return f"text->image R@1/5/10 {_triple(m, 't2i')}, image->text {_triple(m, 'i2t')}"
+
+
+class TrainProgress(_Bar):
+    """Renders TrainEvents: one bar per stage; loss and samples/s while training."""
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.task: Any = None
+
+    def on_event(self, ev: Any) -> None:
+        bar = self.bar
+        if ev.kind == "stage":
+            if self.task is not None:  # close the previous stage's bar where it stopped
+                prev = next(t for t in bar.tasks if t.id == self.task)
+                bar.update(self.task, total=prev.total or prev.completed)
+            self.task = bar.add_task(ev.stage, total=ev.total or None, info="")
+        elif ev.kind == "advance" and self.task is not None:
+            bar.advance(self.task, ev.n)
+        elif ev.kind == "skipped":
+            skipped_line(bar.console, ev.path, ev.reason)
+        elif ev.kind == "step" and self.task is not None:
+            bar.update(self.task, completed=ev.step, info=f"epoch {ev.epoch}  loss {ev.loss:.4f}  {ev.rate:,.0f}/s")
+        elif ev.kind == "epoch" and "t2i_r10" in ev.metrics:
+            m = ev.metrics
+            head = "epoch 0 (untrained)" if ev.epoch == 0 else f"epoch {ev.epoch}: loss {m.get('loss', math.nan):.4f}"
+            bar.console.print(f"{head}  val R@1/5/10 t→i {_triple(m, 't2i')}  i→t {_triple(m, 'i2t')}",
+                              highlight=False)
+
+
+class EvalProgress(_Bar):
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=True)
+        self.task = self.bar.add_task("XTD10 images", total=None, visible=False)
+
+    def advance(self, n: int) -> None:
+        self.bar.update(self.task, visible=True, description="downloading XTD10 images")
+        self.bar.advance(self.task, n)
+
+    def on_event(self, ev: Any) -> None:
+        if ev.kind == "stage":
+            self.bar.update(self.task, description=f"{ev.model}: {ev.stage}", total=ev.total, completed=0, visible=True)
+        elif ev.kind == "advance":
+            self.bar.advance(self.task, ev.n)
+
+
+def eval_table(rows: list[Any], dataset: str) -> Table:
+    """One section per language: measured models first, then the paper's rows (dim)."""
+    # Borderless: ten columns fit an 80-column terminal without folding model ids.
+    table = Table(title=f"{dataset}: recall@K (%), n = captions", title_justify="left", header_style="bold",
+                  box=box.SIMPLE, pad_edge=False)
+    table.add_column("lang", no_wrap=True)
+    table.add_column("model", overflow="fold", min_width=min(24, max(len(r.model) for r in rows)) if rows else None)
+    for label in ("T→I@1", "@5", "@10", "I→T@1", "@5", "@10"):
+        table.add_column(label, justify="right", no_wrap=True)
+    table.add_column("n", justify="right")
+    order = list(dict.fromkeys(r.lang for r in rows if not r.reference))
+    order += [lang for lang in dict.fromkeys(r.lang for r in rows) if lang not in order and lang != "avg"]
+    if "avg" in {r.lang for r in rows}:
+        order = [lang for lang in order if lang != "avg"] + ["avg"]
+    for i, lang in enumerate(order):
+        if i:
+            table.add_section()
+        for r in sorted((r for r in rows if r.lang == lang), key=lambda r: r.reference):
+            cells = [_cell(getattr(r, m)) for m in RECALL_METRICS]
+            table.add_row(lang, r.model, *cells, "" if r.reference else str(r.captions),
+                          style="dim italic" if r.reference else None)
+    return table
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.1f}"

@@ -22,12 +22,18 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XLIR_HOME", str(home))
     # The label matrix of the bundled model is shared across tests: computing it takes seconds.
     monkeypatch.setenv("XLIR_CACHE", str(TEST_CACHE))
+    # Nothing from this machine's Hugging Face cache: `xlir models` reports the same everywhere.
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
     return home
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _register_fakes() -> None:
-    fakes.register_fakes()
+@pytest.fixture(autouse=True)
+def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The colour fakes join the model registry (a literal) for each test, and leave it after."""
+    from xlir_qdrant.encoders import registry
+
+    monkeypatch.setattr(registry, "MODELS", registry.MODELS + fakes.SPECS)
+    monkeypatch.setitem(registry.FAMILIES, "fake", fakes.FAMILY)
 
 
 def save(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48), **kw: object) -> Path:

@@ -1,18 +1,20 @@
 """A deterministic fake encoder: images embed by colour, words name colours in a few languages.
 
 Fast enough for wiring tests of ingest, search and the CLI, and still meaningful: a search for
-"red" (or "rot", "rojo", "赤") must rank the red photo first.
+"red" (or "rot", "rojo", "赤") must rank the red photo first. It is a model family of its own
+("fake"), added to the registry for the test session (conftest.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from xlir_qdrant.encoders.base import ModelSpec, normalise, register
+from xlir_qdrant.encoders.base import EncoderBase, normalise
+from xlir_qdrant.encoders.registry import Family
+from xlir_qdrant.records import ModelSpec
 
 COLOURS = {
     "red": (1.0, 0.0, 0.0), "rot": (1.0, 0.0, 0.0), "rojo": (1.0, 0.0, 0.0), "赤": (1.0, 0.0, 0.0),
@@ -21,10 +23,11 @@ COLOURS = {
     "white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0),
 }
 DIM = 8
-FAKE = ModelSpec(id="fake-colour", dim=DIM, languages=("en", "de", "es", "ja"), licence="test", size_mb=0,
-                 bundled=True, needs_lang=False, loader="fakes:load", description="colour fake for tests")
-FAKE_OTHER = ModelSpec(id="fake-colour-wide", dim=16, languages=("en",), licence="test", size_mb=0,
-                       bundled=True, needs_lang=False, loader="fakes:load", description="other dimension")
+FAKE = ModelSpec(id="fake-colour", family="fake", dim=DIM, languages=("en", "de", "es", "ja"), licence="test",
+                 size_mb=0, bundled=True, needs_lang=False, description="colour fake for tests")
+FAKE_OTHER = ModelSpec(id="fake-colour-wide", family="fake", dim=16, languages=("en",), licence="test", size_mb=0,
+                       bundled=True, needs_lang=False, description="other dimension")
+SPECS = (FAKE, FAKE_OTHER)
 
 
 def _vec(rgb: Sequence[float], dim: int) -> np.ndarray:
@@ -33,19 +36,21 @@ def _vec(rgb: Sequence[float], dim: int) -> np.ndarray:
     return v
 
 
-@dataclass
-class FakeEncoder:
-    spec: ModelSpec
-    device: str = "cpu"
-    precision: str = "fp32"
-    calls: int = 0
-    input_size: int = 32
+class FakeEncoder(EncoderBase):
+    """Takes PIL images as they are (no ``takes_pixels``), so it also covers that path."""
+
+    input_size = 32
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        self.device = device
+        self.calls = 0
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         self.calls += len(images)
         out = [_vec(np.asarray(im.convert("RGB"), np.float32).reshape(-1, 3).mean(0) / 255.0, self.spec.dim)
                for im in images]
-        return normalise(np.stack(out)) if out else np.zeros((0, self.spec.dim), np.float32)
+        return normalise(np.stack(out)) if out else self.empty()
 
     def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> np.ndarray:
         out = []
@@ -54,13 +59,11 @@ class FakeEncoder:
             for word in text.lower().split():
                 rgb += COLOURS.get(word, (0.0, 0.0, 0.0))
             out.append(_vec(rgb, self.spec.dim))
-        return normalise(np.stack(out))
+        return normalise(np.stack(out)) if out else self.empty()
 
 
 def load(spec: ModelSpec, device: str) -> FakeEncoder:
-    return FakeEncoder(spec=spec, device=device)
+    return FakeEncoder(spec, device)
 
 
-def register_fakes() -> None:
-    register(FAKE)
-    register(FAKE_OTHER)
+FAMILY = Family(load=load, status=lambda spec: (True, "test fake"))

@@ -13,8 +13,8 @@ from PIL import Image
 
 from conftest import TEST_CACHE
 from xlir_qdrant.encoders import bundled
-from xlir_qdrant.encoders.base import get_spec, load_encoder
-from xlir_qdrant.encoders.specs import DEFAULT_MODEL
+from xlir_qdrant.encoders.registry import get_spec, load_encoder
+from xlir_qdrant.encoders.registry import DEFAULT_MODEL
 
 SKIMAGE = Path(skimage.data.__file__).parent
 PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "astronaut.png", "horse.png",
@@ -84,16 +84,16 @@ QUERIES = {
 
 
 def test_multilingual_queries_rank_the_right_photo_first(tmp_path: Path) -> None:
-    from xlir_qdrant.config import Settings
+    from xlir_qdrant.config import Overrides, Settings
     from xlir_qdrant.index import Index
 
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in PHOTOS:
         shutil.copy(SKIMAGE / name, photos / name)
-    with Index(Settings.load(store=tmp_path / "store")) as idx:
+    with Index(Settings.load(Overrides(store=tmp_path / "store"))) as idx:
         report = idx.index([photos])
-        assert report.added == len(PHOTOS) and report.failed == 0
+        assert report.added == len(PHOTOS) and report.skipped == 0
         misses = []
         for stem, queries in QUERIES.items():
             for q in queries:

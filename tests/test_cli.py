@@ -9,18 +9,22 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+import typer.rich_utils
 from typer.testing import CliRunner
 
-from xlir_cli import main
+from xlir_cli import app, main
 
 GOLDEN = Path(__file__).parent / "golden"
+COMMANDS = ("index", "search", "tag", "remove", "info", "models", "train", "eval")
 runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
 def fixed_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(main, "out", Console(width=100, no_color=True, force_terminal=False, soft_wrap=True))
-    monkeypatch.setattr(main, "err", Console(width=100, no_color=True, force_terminal=False, stderr=True))
+    monkeypatch.setattr(app.ui, "out", Console(width=100, no_color=True, force_terminal=False, soft_wrap=True))
+    monkeypatch.setattr(app.ui, "err", Console(width=100, no_color=True, force_terminal=False, stderr=True))
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 100)  # --help renders at one width everywhere
+    monkeypatch.setattr(typer.rich_utils, "COLOR_SYSTEM", None)
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -30,6 +34,8 @@ def run(*args: str) -> tuple[int, str, str]:
 
 def _normalise(text: str, root: Path) -> str:
     text = text.replace(str(root), "<photos>")
+    text = re.sub(r"\d+\.\ds\b", "<s>", text)  # durations
+    text = re.sub(r"\(\d+\.\d images/s\)", "(<rate>)", text)
     return re.sub(r"\d{4}-\d{2}-\d{2}(T[\d:]+)?", "<date>", text)
 
 
@@ -103,22 +109,52 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert code == 1 and "cannot reach Qdrant" in err and len(err.strip().splitlines()) == 1
 
 
-def test_info_and_models(indexed: Path, tmp_path: Path) -> None:
-    code, out, _ = run("info", "--store", str(tmp_path / "s"), "--json")
+def test_index_summary_golden(colour_photos: Path, tmp_path: Path) -> None:
+    (colour_photos / "broken.jpg").write_bytes(b"garbage")
+    code, out, _ = run("index", str(colour_photos), "--model", "fake-colour", "--store", str(tmp_path / "s"))
+    assert code == 0
+    _golden("index_summary.txt", _normalise(out, colour_photos))
+
+
+def test_tag_table_golden(indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(indexed)
+    code, out, err = run("tag", "red.jpg", "trip/blue.jpg", "--lang", "de", "--store", str(tmp_path / "s"))
+    assert code == 0, err
+    _golden("tag_table.txt", out)
+
+
+def test_info_golden_and_json(indexed: Path, tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    code, out, _ = run("info", "--store", str(store))
+    assert code == 0
+    _golden("info.txt", out.replace(str(store), "<store>"))
+    code, out, _ = run("info", "--store", str(store), "--json")
     stats = json.loads(out)
     assert code == 0 and stats["collections"][0]["points"] == 4
     assert stats["collections"][0]["model"] == "fake-colour" and stats["device"].startswith("cpu")
+
+
+def test_models_golden_and_json() -> None:
+    code, out, _ = run("models")
+    assert code == 0
+    _golden("models.txt", out)
     code, out, _ = run("models", "--json")
     rows = {r["id"]: r for r in map(json.loads, out.splitlines())}
     assert rows["conse-lite0-muse"]["offline_ready"] is True and rows["conse-lite0-muse"]["bundled"]
+    assert rows["xlm-roberta-base-ViT-B-32"]["offline_ready"] is False  # not downloaded here
 
 
-def test_every_command_help_teaches() -> None:
-    for cmd in ("index", "search", "info", "models", "remove"):
-        code, out, _ = run(cmd, "--help")
-        assert code == 0 and "Usage" in out
-    code, out, _ = run("--help")
+@pytest.mark.parametrize("command", ("", *COMMANDS))
+def test_help_of_every_command_golden(command: str) -> None:
+    code, out, _ = run(*([command] if command else []), "--help")
+    assert code == 0
+    _golden(f"help_{command or 'xlir'}.txt", out)
+
+
+def test_main_help_teaches() -> None:
+    _, out, _ = run("--help")
     assert "XLIR_HOME" in out and "perro en la playa" in out
+    assert all(command in out for command in COMMANDS)
 
 
 def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,12 +162,15 @@ def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: 
 
     class Idx:
         def __init__(self, note: str) -> None:
-            self.encoder = type("Enc", (), {"first_use_note": lambda _self: note})()
+            self.note = note
+
+        def first_use_note(self) -> str:
+            return self.note
 
     shown = []
-    monkeypatch.setattr(main.err, "status", lambda text: shown.append(text) or contextlib.nullcontext())
-    assert isinstance(main._first_use(Idx("")), contextlib.nullcontext) and shown == []
-    main._first_use(Idx("first use: ~30 s to prepare, once"))
+    monkeypatch.setattr(app.ui.err, "status", lambda text: shown.append(text) or contextlib.nullcontext())
+    assert isinstance(app.first_use(Idx("")), contextlib.nullcontext) and shown == []
+    app.first_use(Idx("first use: ~30 s to prepare, once"))
     assert shown == ["loading model (first use: ~30 s to prepare, once)"]
-    main._first_use(Idx("first use: ~30 s to prepare, once"), needed=False)  # a text search
+    app.first_use(Idx("first use: ~30 s to prepare, once"), needed=False)  # a text search
     assert len(shown) == 1

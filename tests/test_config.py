@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from xlir_qdrant.config import Settings
+from xlir_qdrant.config import Overrides, Settings
 from xlir_qdrant.errors import ConfigError
+from xlir_qdrant.index import Index
 
 
 def test_precedence_default_file_env_flag(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -15,7 +16,7 @@ def test_precedence_default_file_env_flag(isolated_home: Path, monkeypatch: pyte
     monkeypatch.setenv("XLIR_COLLECTION", "from-env")
     s = Settings.load()
     assert s.collection == "from-env" and s.batch_size == 8
-    assert Settings.load(collection="from-flag").collection == "from-flag"
+    assert Settings.load(Overrides(collection="from-flag")).collection == "from-flag"
 
 
 def test_store_defaults_under_home(isolated_home: Path) -> None:
@@ -24,20 +25,29 @@ def test_store_defaults_under_home(isolated_home: Path) -> None:
 
 def test_store_and_url_at_same_level_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="keep one"):
-        Settings.load(store=tmp_path, qdrant_url="http://localhost:6333")
+        Settings.load(Overrides(store=tmp_path, qdrant_url="http://localhost:6333"))
 
 
 def test_flag_store_beats_url_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XLIR_QDRANT_URL", "http://localhost:6333")
-    s = Settings.load(store=tmp_path)
+    s = Settings.load(Overrides(store=tmp_path))
     assert s.qdrant_url is None and s.store == tmp_path
 
 
-def test_api_key_never_from_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_never_from_flags_nor_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="XLIR_QDRANT_API_KEY"):
-        Settings.load(qdrant_api_key="secret")
+        Overrides.of(qdrant_api_key="secret")
     monkeypatch.setenv("XLIR_QDRANT_API_KEY", "secret")
-    assert Settings.load().qdrant_api_key == "secret"
+    settings = Settings.load()
+    assert settings.qdrant_api_key == "secret" and "secret" not in repr(settings)
+
+
+def test_overrides_are_typed_and_an_unknown_one_is_a_config_error(tmp_path: Path) -> None:
+    assert Overrides.of(store=tmp_path, batch_size=4).given() == {"store": tmp_path, "batch_size": 4}
+    with pytest.raises(ConfigError, match="unknown setting 'colection'.*collection"):
+        Overrides.of(colection="typo")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Index.open(colection="typo")
 
 
 def test_bad_config_file_is_one_clear_error(isolated_home: Path) -> None:

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import save
-from xlir_qdrant.ingest.decode import DecodeError, decode
-from xlir_qdrant.ingest.scan import ancestors, scan
+from xlir_qdrant.images.decode import DecodeError, decode
+from xlir_qdrant.images.files import scan
+from xlir_qdrant.store.schema import ancestors
 
 
 def test_scan_finds_images_recursively_and_skips_hidden(tmp_path: Path) -> None:

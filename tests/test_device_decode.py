@@ -14,11 +14,10 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import TEST_CACHE
-from xlir_qdrant.encoders.base import load_encoder
 from xlir_qdrant.encoders.bundled import tf_preprocess
-from xlir_qdrant.encoders.specs import DEFAULT_MODEL
-from xlir_qdrant.ingest import device as dev
-from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+from xlir_qdrant.encoders.registry import DEFAULT_MODEL, get_spec, load_encoder
+from xlir_qdrant.images import device as dev
+from xlir_qdrant.ingest import IngestOptions, IngestRun
 from xlir_qdrant.store.edge import EdgeStore
 
 
@@ -88,24 +87,22 @@ def _folder(root: Path) -> Path:
     return root
 
 
-def _vectors(store: EdgeStore) -> dict[str, np.ndarray]:
-    return {Path(p.payload["path"]).name: np.asarray(p.vector) for p in store.scroll(with_vectors=True)}
+def _vectors(collection) -> dict[str, np.ndarray]:  # noqa: ANN001
+    return {Path(p.payload["path"]).name: np.asarray(p.vector) for p in collection.scroll(with_vectors=True)}
 
 
 def test_ingest_with_device_decoding_matches_the_cpu_path(tmp_path: Path, encoder) -> None:  # noqa: ANN001
-    from xlir_qdrant.encoders.base import get_spec
-
     folder = _folder(tmp_path / "photos")
     results, skipped = {}, {}
     for mode in (False, True):
         store = EdgeStore(tmp_path / f"store-{mode}")
-        store.ensure_collection("photos", get_spec(DEFAULT_MODEL))
+        collection = store.collection("photos", get_spec(DEFAULT_MODEL), create=True)
         events = []
-        report = ingest([folder], encoder, store, IngestOptions(batch_size=4, device_decode=mode), events.append)
-        assert (report.added, report.failed) == (6, 1)
+        report = IngestRun(encoder, collection, IngestOptions(batch_size=4, gpu_decode=mode), events.append).run([folder])
+        assert (report.added, report.skipped) == (6, 1)
         skipped[mode] = [(Path(e.path).name, e.reason) for e in events if e.kind == "skipped"]
-        results[mode] = _vectors(store)
-        sizes = {Path(p.payload["path"]).name: (p.payload["width"], p.payload["height"]) for p in store.scroll()}
+        results[mode] = _vectors(collection)
+        sizes = {Path(p.payload["path"]).name: (p.payload["width"], p.payload["height"]) for p in collection.scroll()}
         assert sizes["moto-exif.jpg"] == sizes["moto.jpg"]
         store.close()
     assert skipped[True] == skipped[False] == [("broken.jpg", "truncated or corrupt image data")]

@@ -13,7 +13,7 @@ import pytest
 from conftest import save
 from PIL import Image, ImageDraw
 
-from xlir_qdrant.eval.recall import image_to_text_ranks, recall_at, retrieval_recall, text_to_image_ranks
+from xlir_qdrant.eval.recall import query_ranks, recall_at, retrieval_recall, text_to_image_ranks
 from xlir_qdrant.eval.run import PAPER_AVG_LANGS, average_row, evaluate, reference_rows
 from xlir_qdrant.eval.xtd10 import (
     DatasetError, coco_url, fetch_captions, load_tsv, load_xtd10, read_lines,
@@ -35,7 +35,7 @@ def test_recall_matches_hand_computed_ranks() -> None:
     # image 0: best caption c0 (0.9), nobody else >= 0.9 -> 0
     # image 1: its caption c2 scores 0.6; c1 (0.5) and c3 (0.2) are below -> 0
     # image 2: its caption c3 scores 0.2; c1 (0.4) and c0 (0.2, a tie) are at or above -> 2
-    assert image_to_text_ranks(sim, owners).tolist() == [0, 0, 2]
+    assert _image_to_text_ranks(sim, owners).tolist() == [0, 0, 2]
     assert recall_at([0, 2, 1, 2], ks=(1, 2, 3)) == {1: 25.0, 2: 50.0, 3: 100.0}
 
 
@@ -47,7 +47,13 @@ def test_recall_from_embeddings_agrees_with_the_similarity_matrix() -> None:
     got = retrieval_recall(text, image, owners)
     sim = text @ image.T
     assert got["t2i_r5"] == recall_at(text_to_image_ranks(sim, owners))[5]
-    assert got["i2t_r1"] == recall_at(image_to_text_ranks(sim, owners))[1]
+    assert got["i2t_r1"] == recall_at(_image_to_text_ranks(sim, owners))[1]
+
+
+def _image_to_text_ranks(sim: np.ndarray, owners: np.ndarray) -> np.ndarray:
+    """Image queries over captions: an image matches all of its captions, the best one counts."""
+    images = np.unique(owners)
+    return query_ranks(sim.T[images], images[:, None] == owners[None, :])
 
 
 # ---------------------------------------------------------------- XTD10 files and fetchers
@@ -210,11 +216,10 @@ def cli(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from xlir_cli import main, research
+    from xlir_cli import app, main
 
-    research.register(main.app)
-    monkeypatch.setattr(main, "out", Console(width=150, no_color=True, force_terminal=False, soft_wrap=True))
-    monkeypatch.setattr(main, "err", Console(width=150, no_color=True, force_terminal=False, stderr=True))
+    monkeypatch.setattr(app.ui, "out", Console(width=150, no_color=True, force_terminal=False, soft_wrap=True))
+    monkeypatch.setattr(app.ui, "err", Console(width=150, no_color=True, force_terminal=False, stderr=True))
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str, str]:

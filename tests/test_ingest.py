@@ -9,20 +9,21 @@ from pathlib import Path
 import pytest
 
 from conftest import save
-from xlir_qdrant.config import Settings
+from xlir_qdrant.config import Overrides, Settings
 from xlir_qdrant.errors import BadQuery, EmptyIndex, ModelMismatch
 from xlir_qdrant.index import Index
-from xlir_qdrant.ingest.pipeline import Event, point_id
+from xlir_qdrant.records import IngestEvent as Event
+from xlir_qdrant.store.schema import point_id
 
 
 def _index(tmp_path: Path, model: str = "fake-colour") -> Index:
-    return Index(Settings.load(store=tmp_path / "store", model=model, batch_size=2))
+    return Index(Settings.load(Overrides(store=tmp_path / "store", model=model, batch_size=2)))
 
 
 def test_first_run_adds_everything_and_search_finds_by_colour(tmp_path: Path, colour_photos: Path) -> None:
     with _index(tmp_path) as idx:
         report = idx.index([colour_photos])
-        assert (report.scanned, report.added, report.failed) == (4, 4, 0)
+        assert (report.scanned, report.added, report.skipped) == (4, 4, 0)
         assert Path(idx.search("red").hits[0].path).name == "red.jpg"
         assert Path(idx.search("azul").hits[0].path).name == "blue.jpg"
         hit = idx.search("緑").hits[0]
@@ -32,13 +33,13 @@ def test_first_run_adds_everything_and_search_finds_by_colour(tmp_path: Path, co
 def test_unchanged_files_are_not_opened_again(tmp_path: Path, colour_photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with _index(tmp_path) as idx:
         idx.index([colour_photos])
-    import xlir_qdrant.ingest.pipeline as pipeline
+    import xlir_qdrant.images.batches as batches
 
     def no_open(*_a: object, **_k: object) -> None:
         raise AssertionError("an unchanged file was read")
 
-    monkeypatch.setattr(pipeline, "sha256_file", no_open)
-    monkeypatch.setattr(pipeline, "decode", no_open)
+    monkeypatch.setattr(batches, "sha256_file", no_open)
+    monkeypatch.setattr(batches, "decode", no_open)
     with _index(tmp_path) as idx:
         report = idx.index([colour_photos])
     assert (report.unchanged, report.added, report.updated) == (4, 0, 0)
@@ -84,7 +85,7 @@ def test_missing_root_never_empties_the_index(tmp_path: Path, colour_photos: Pat
             idx.index([colour_photos])
         other = save(tmp_path / "other" / "x.png", (1, 1, 1)).parent
         report = idx.index([colour_photos, other])
-        assert report.failed == 1 and report.removed == 0 and idx.count() == 5
+        assert report.skipped == 1 and report.removed == 0 and idx.count() == 5
 
 
 def test_keep_missing_keeps_entries(tmp_path: Path, colour_photos: Path) -> None:
@@ -102,7 +103,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_rest_indexed(tmp_path: Path,
     events: list[Event] = []
     with _index(tmp_path) as idx:
         report = idx.index([colour_photos], progress=events.append)
-        assert report.added == 4 and report.failed == 3 and idx.count() == 4
+        assert report.added == 4 and report.skipped == 3 and idx.count() == 4
     skipped = {Path(e.path).name: e.reason for e in events if e.kind == "skipped"}
     assert set(skipped) == {"empty.jpg", "text.png", "cut.jpg"}
     assert all(reason and "\n" not in reason for reason in skipped.values())
@@ -133,7 +134,7 @@ def test_point_id_is_uuid5_of_absolute_path(tmp_path: Path, colour_photos: Path)
     with _index(tmp_path) as idx:
         idx.index([colour_photos])
         path = str((colour_photos / "red.jpg").resolve())
-        [point] = idx.store.retrieve([point_id(path)])
+        [point] = idx.collection.retrieve([point_id(path)])
         assert point.payload["path"] == path and point.payload["sha256"]
         assert point.payload["width"] == 64 and point.payload["height"] == 48
 
@@ -186,7 +187,7 @@ def test_search_of_an_emptied_index_says_so_and_a_filtered_miss_does_not(tmp_pat
 def test_search_without_model_uses_the_collections_model(tmp_path: Path, colour_photos: Path) -> None:
     with _index(tmp_path, model="fake-colour-wide") as idx:
         idx.index([colour_photos])
-    with Index(Settings.load(store=tmp_path / "store")) as idx:
+    with Index(Settings.load(Overrides(store=tmp_path / "store"))) as idx:
         assert idx.model_spec().id == "fake-colour-wide"
         assert Path(idx.search("red").hits[0].path).name == "red.jpg"
 
@@ -204,14 +205,14 @@ def test_index_made_before_tagging_gets_tags_without_reembedding(tmp_path: Path,
     with _index(tmp_path) as idx:
         idx.index([colour_photos])
         # Simulate an older index: strip the tags and their key from every point.
-        points = list(idx.store.scroll(with_vectors=True))
-        idx.store.upsert([type(p)(p.id, p.vector, {k: v for k, v in p.payload.items() if k not in ("tags", "annotation")})
+        points = list(idx.collection.scroll(with_vectors=True))
+        idx.collection.upsert([type(p)(p.id, p.vector, {k: v for k, v in p.payload.items() if k not in ("tags", "tags_key")})
                           for p in points])
-        assert idx.store.count(Filter(tags=("red",))) == 0
+        assert idx.collection.count(Filter(tags=("red",))) == 0
         calls = idx.encoder.calls
         report = idx.index([colour_photos])
         assert report.unchanged == 4 and idx.encoder.calls == calls
-        assert [Path(p.payload["path"]).name for p in idx.store.scroll(filter=Filter(tags=("red",)))] == ["red.jpg"]
+        assert [Path(p.payload["path"]).name for p in idx.collection.scroll(filter=Filter(tags=("red",)))] == ["red.jpg"]
 
 
 def test_copies_in_one_run_are_embedded_once(tmp_path: Path, colour_photos: Path) -> None:
@@ -226,8 +227,8 @@ def test_copies_in_one_run_are_embedded_once(tmp_path: Path, colour_photos: Path
 
 
 class _ConcurrentStore:
-    """An EdgeStore behind a store that says it takes concurrent calls (as a server does),
-    with slow upserts that record how many overlapped."""
+    """An Edge collection behind a handle that says it takes concurrent calls (as a server
+    does), with slow upserts that record how many overlapped."""
 
     thread_safe = True
 
@@ -235,13 +236,18 @@ class _ConcurrentStore:
         import threading
 
         self.inner, self.write_streams, self.fail_on = inner, streams, fail_on
-        self.location = inner.location
+        self.location, self.name = inner.location, inner.name
         self._edge = threading.Lock()  # the real shard under it still takes one call at a time
         self._count = threading.Lock()
         self.active = self.most = self.calls = 0
         self.sizes: list[int] = []
+        # With several streams, the first upsert waits (up to 10 s) for a second one to start:
+        # they overlap however slowly the machine decodes, and a single stream cannot fake it.
+        self._overlap = threading.Barrier(2) if streams > 1 else None
 
     def upsert(self, points) -> None:  # noqa: ANN001
+        import contextlib
+        import threading
         import time
 
         with self._count:
@@ -251,6 +257,9 @@ class _ConcurrentStore:
             self.active += 1
             self.most = max(self.most, self.active)
         try:
+            if self._overlap is not None and call <= 2:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self._overlap.wait(timeout=10)
             time.sleep(0.05)
             if call == self.fail_on:
                 from xlir_qdrant.errors import StoreUnavailable
@@ -279,18 +288,18 @@ def _many(folder: Path, n: int) -> Path:
 
 @pytest.mark.parametrize("streams", [1, 3])
 def test_upserts_run_on_writer_streams_and_store_everything(tmp_path: Path, streams: int) -> None:
-    from xlir_qdrant.encoders.base import get_spec, load_encoder
-    from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+    from xlir_qdrant.encoders.registry import get_spec, load_encoder
+    from xlir_qdrant.ingest import IngestOptions, IngestRun
     from xlir_qdrant.store.edge import EdgeStore
 
     folder = _many(tmp_path / "photos", 12)
     edge = EdgeStore(tmp_path / "store")
-    edge.ensure_collection("photos", get_spec("fake-colour"))
-    store = _ConcurrentStore(edge, streams)
+    collection = edge.collection("photos", get_spec("fake-colour"), create=True)
+    store = _ConcurrentStore(collection, streams)
     done = []
-    report = ingest([folder], load_encoder("fake-colour"), store, IngestOptions(batch_size=2, workers=2),
-                    lambda e: done.append(e.n) if e.kind == "done" else None)
-    assert report.added == 12 and sum(done) == 12 and edge.count() == 12
+    report = IngestRun(load_encoder("fake-colour"), store, IngestOptions(batch_size=2, workers=2),
+                       lambda e: done.append(e.n) if e.kind == "done" else None).run([folder])
+    assert report.added == 12 and sum(done) == 12 and collection.count() == 12
     if streams == 1:
         assert store.most == 1
         assert max(store.sizes) > 2  # batches that waited for the slow store went up together
@@ -300,17 +309,17 @@ def test_upserts_run_on_writer_streams_and_store_everything(tmp_path: Path, stre
 
 
 def test_a_failed_upsert_stops_the_run_with_the_stores_error(tmp_path: Path) -> None:
-    from xlir_qdrant.encoders.base import get_spec, load_encoder
+    from xlir_qdrant.encoders.registry import get_spec, load_encoder
     from xlir_qdrant.errors import StoreUnavailable
-    from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+    from xlir_qdrant.ingest import IngestOptions, IngestRun
     from xlir_qdrant.store.edge import EdgeStore
 
     folder = _many(tmp_path / "photos", 12)
     edge = EdgeStore(tmp_path / "store")
-    edge.ensure_collection("photos", get_spec("fake-colour"))
-    store = _ConcurrentStore(edge, 1, fail_on=2)
+    collection = edge.collection("photos", get_spec("fake-colour"), create=True)
+    store = _ConcurrentStore(collection, 1, fail_on=2)
     with pytest.raises(StoreUnavailable, match="connection refused"):
-        ingest([folder], load_encoder("fake-colour"), store, IngestOptions(batch_size=2, workers=2))
+        IngestRun(load_encoder("fake-colour"), store, IngestOptions(batch_size=2, workers=2)).run([folder])
     # what went up before the failure is kept; nothing after it is written
-    assert edge.count() == store.sizes[0] < 12
+    assert collection.count() == store.sizes[0] < 12
     edge.close()

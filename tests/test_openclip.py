@@ -1,17 +1,11 @@
-"""The open_clip family, wired end to end on tiny random models built here, offline.
-
-Two tiny open_clip architectures are registered for the session: a ViT with an XLM-R-like
-text tower, and one with an NLLB-like (M2M100 encoder) text tower whose tokenizer carries
-the real FLORES-200 language tokens. Both load through the model registry exactly as the
-real models do; only the weights are random.
-"""
+"""The open_clip family, wired end to end on tiny random models built here, offline
+(tiny_openclip.py: an XLM-R-like and an NLLB-like text tower, random weights)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import string
 import subprocess
 import sys
 import textwrap
@@ -27,92 +21,21 @@ open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from xlir_qdrant.encoders import base  # noqa: E402
-from xlir_qdrant.encoders.base import Encoder, ModelSpec, load_encoder  # noqa: E402
+from xlir_qdrant.encoders import registry  # noqa: E402
+from xlir_qdrant.encoders.base import EncoderBase  # noqa: E402
+from xlir_qdrant.encoders.registry import load_encoder  # noqa: E402
 from xlir_qdrant.encoders.lang import UnknownLanguage  # noqa: E402
 from xlir_qdrant.encoders.openclip import OpenClipEncoder  # noqa: E402
 from xlir_qdrant.errors import ModelUnavailable  # noqa: E402
+import tiny_openclip  # noqa: E402
+from tiny_openclip import DIM, NLLB_ID, XLMR_ID  # noqa: E402
 
-DIM = 24
-XLMR_ID = "test-tiny-xlmr-vit"
-NLLB_ID = "test-tiny-nllb-vit"
-LOADER = "xlir_qdrant.encoders.openclip:load"
-_CHARS = string.ascii_letters + string.digits + "äöüßéèàçñáíóúł"
-
-
-def _xlmr_tower(path: Path) -> None:
-    """A 1-layer XLM-R with a character-level sentencepiece-style (Unigram) vocabulary."""
-    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("<mask>", 0.0)]
-    vocab += [("▁", -2.0)] + [(c, -3.0) for c in _CHARS] + [("▁cat", -1.0), ("▁dog", -1.0)]
-    tokenizer = transformers.XLMRobertaTokenizer(vocab=vocab)
-    tokenizer.save_pretrained(path)
-    config = transformers.XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    transformers.XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(path)
-
-
-def _nllb_tower(path: Path) -> None:
-    """A 1-layer M2M100 encoder with NLLB's tokenizer class (and its 200 language tokens)."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4}
-    vocab.update({c: 5 + i for i, c in enumerate(_CHARS)})
-    tokenizer = transformers.NllbTokenizer(vocab=vocab, merges=[])
-    tokenizer.save_pretrained(path)
-    config = transformers.M2M100Config(
-        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-        decoder_ffn_dim=32, max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    transformers.M2M100Model(config).save_pretrained(path)
-
-
-def _arch(root: Path, name: str, tower: Path, pooler: str) -> None:
-    config = {
-        "embed_dim": DIM,
-        "vision_cfg": {
-            "image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8,
-        },  # fmt: skip
-        "text_cfg": {
-            "hf_model_name": str(tower),
-            "hf_tokenizer_name": str(tower),
-            "hf_pooler_type": pooler,
-            "hf_proj_type": "linear",
-            "context_length": 24,
-        },
-    }
-    (root / f"{name}.json").write_text(json.dumps(config))
-
-
-def _spec(model_id: str, arch: str, *, needs_lang: bool, dim: int = DIM) -> ModelSpec:
-    return ModelSpec(
-        id=model_id, dim=dim, languages=("multi",), licence="test", size_mb=1, bundled=False,
-        needs_lang=needs_lang, loader=LOADER, options={"arch": arch, "pretrained": ""},
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    root = tmp_path_factory.mktemp("tiny-openclip")
-    _xlmr_tower(root / "xlmr")
-    _nllb_tower(root / "nllb")
-    configs = root / "configs"
-    configs.mkdir()
-    _arch(configs, "tiny-xlmr-vit", root / "xlmr", "mean_pooler")
-    _arch(configs, "tiny-nllb-vit", root / "nllb", "cls_pooler")
-    with pytest.MonkeyPatch.context() as mp:
-        # open_clip keeps its config registry in module globals; restore them afterwards.
-        factory = sys.modules["open_clip.factory"]
-        mp.setattr(factory, "_MODEL_CONFIG_PATHS", list(factory._MODEL_CONFIG_PATHS))
-        mp.setattr(factory, "_MODEL_CONFIGS", dict(factory._MODEL_CONFIGS))
-        open_clip.add_model_config(configs)
-        base.register(_spec(XLMR_ID, "tiny-xlmr-vit", needs_lang=False))
-        base.register(_spec(NLLB_ID, "tiny-nllb-vit", needs_lang=True))
-        try:
-            yield
-        finally:
-            base.unregister(XLMR_ID)
-            base.unregister(NLLB_ID)
+    with tiny_openclip.installed(tmp_path_factory.mktemp("tiny-openclip")):
+        yield
 
 
 def _load_seeded(model_id: str, seed: int) -> OpenClipEncoder:
@@ -151,7 +74,7 @@ def _assert_unit_rows(vectors: np.ndarray, n: int) -> None:
 
 
 def test_loads_through_the_registry_as_an_encoder(xlmr: OpenClipEncoder) -> None:
-    assert isinstance(xlmr, Encoder)
+    assert isinstance(xlmr, EncoderBase) and xlmr.takes_pixels and xlmr.input_size == 32
     assert xlmr.spec.id == XLMR_ID and xlmr.spec.dim == DIM
     assert (xlmr.device, xlmr.precision) == ("cpu", "fp32")
 
@@ -213,7 +136,7 @@ def test_worker_side_preprocess_matches_embed_images(xlmr: OpenClipEncoder) -> N
 
 @pytest.mark.parametrize("device_decode", [False, True])
 def test_a_folder_indexes_with_an_open_clip_model(xlmr: OpenClipEncoder, tmp_path: Path, device_decode: bool) -> None:
-    from xlir_qdrant.ingest.pipeline import IngestOptions, ingest
+    from xlir_qdrant.ingest import IngestOptions, IngestRun
     from xlir_qdrant.store.edge import EdgeStore
 
     images = _images()
@@ -222,10 +145,10 @@ def test_a_folder_indexes_with_an_open_clip_model(xlmr: OpenClipEncoder, tmp_pat
     for i, img in enumerate(images):
         img.save(folder / f"{i}.{'png' if i % 2 else 'jpg'}", quality=100)
     store = EdgeStore(tmp_path / "store")
-    store.ensure_collection("photos", xlmr.spec)
-    report = ingest([folder], xlmr, store, IngestOptions(batch_size=3, device_decode=device_decode))
-    assert (report.added, report.failed) == (len(images), 0)
-    stored = {Path(p.payload["path"]).name: np.asarray(p.vector) for p in store.scroll(with_vectors=True)}
+    collection = store.collection("photos", xlmr.spec, create=True)
+    report = IngestRun(xlmr, collection, IngestOptions(batch_size=3, gpu_decode=device_decode)).run([folder])
+    assert (report.added, report.skipped) == (len(images), 0)
+    stored = {Path(p.payload["path"]).name: np.asarray(p.vector) for p in collection.scroll(with_vectors=True)}
     from PIL import Image as PILImage
 
     want = xlmr.embed_images([PILImage.open(folder / name) for name in sorted(stored)])
@@ -278,12 +201,8 @@ def test_nllb_refuses_languages_it_cannot_encode(nllb: OpenClipEncoder) -> None:
 
 
 def test_spec_whose_dim_disagrees_with_the_architecture_is_refused(tiny_models: None) -> None:
-    base.register(_spec("test-wrong-dim", "tiny-xlmr-vit", needs_lang=False, dim=DIM + 1))
-    try:
-        with pytest.raises(ModelUnavailable, match="test-wrong-dim.*dim"):
-            load_encoder("test-wrong-dim", device="cpu")
-    finally:
-        base.unregister("test-wrong-dim")
+    with pytest.raises(ModelUnavailable, match="test-wrong-dim.*dim"):
+        load_encoder(tiny_openclip.spec("test-wrong-dim", "tiny-xlmr-vit", needs_lang=False, dim=DIM + 1), device="cpu")
 
 
 def test_cached_weights_load_without_touching_the_network(
@@ -310,13 +229,9 @@ def test_cached_weights_load_without_touching_the_network(
 
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    spec = _spec("test-cached", "tiny-xlmr-vit", needs_lang=False)
-    base.register(replace(spec, options={"arch": "tiny-xlmr-vit", "pretrained": "cached"}))
-    try:
-        torch.manual_seed(123)  # a random init would not match xlmr
-        cached = load_encoder("test-cached", device="cpu")
-    finally:
-        base.unregister("test-cached")
+    spec = tiny_openclip.spec("test-cached", "tiny-xlmr-vit", needs_lang=False)
+    torch.manual_seed(123)  # a random init would not match xlmr
+    cached = load_encoder(replace(spec, options={"arch": "tiny-xlmr-vit", "pretrained": "cached"}), device="cpu")
     assert attempts == []  # the cache answered; the hub was never asked
     images, texts = _images(), ["a red car", "Katze"]
     np.testing.assert_allclose(cached.embed_images(images), xlmr.embed_images(images), atol=1e-5)
@@ -325,40 +240,48 @@ def test_cached_weights_load_without_touching_the_network(
 
 _OFFLINE_SCRIPT = textwrap.dedent(
     """
-    import json, time
-    from xlir_qdrant.encoders import base
+    import json, socket
+    from xlir_qdrant.encoders.registry import load_encoder, registry
     from xlir_qdrant.errors import ModelUnavailable
 
-    REAL = [  # id, arch, pretrained tag, dim, needs_lang
-        ("xlm-roberta-base-ViT-B-32", "xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", 512, False),
-        ("nllb-clip-base-siglip", "nllb-clip-base-siglip", "mrl", 768, True),
-        ("nllb-clip-large-siglip", "nllb-clip-large-siglip", "mrl", 1152, True),
-        ("xlm-roberta-large-ViT-H-14", "xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k", 1024, False),
-    ]
-    try:
-        known = {spec.id for spec in base.registry()}  # the built-in specs, where they exist
-    except ModuleNotFoundError:
-        known = set()
-    for model_id, arch, tag, dim, needs_lang in REAL:
-        if model_id not in known:
-            base.register(base.ModelSpec(
-                id=model_id, dim=dim, languages=(), licence="", size_mb=0, bundled=False,
-                needs_lang=needs_lang, loader="xlir_qdrant.encoders.openclip:load",
-                options={"arch": arch, "pretrained": tag}))
+    attempts = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(str(args)[:80])
+        raise OSError("network disabled")
+
+    socket.getaddrinfo = no_network
     results = {}
-    for model_id, *_ in REAL:
-        start = time.monotonic()
+    for spec in registry():
+        if spec.family != "openclip":
+            continue
         try:
-            base.load_encoder(model_id, device="cpu")
-            results[model_id] = ["loaded", 0.0]
+            load_encoder(spec, device="cpu")
+            results[spec.id] = "loaded"
         except ModelUnavailable as exc:
-            results[model_id] = [str(exc), time.monotonic() - start]
-    print(json.dumps(results))
+            results[spec.id] = str(exc)
+    print(json.dumps({"results": results, "network": attempts}))
     """
 )
 
+REAL_OPENCLIP = {  # every hub model the registry must offer, with its open_clip weights tag
+    "xlm-roberta-base-ViT-B-32": "laion5b_s13b_b90k",
+    "nllb-clip-base-siglip": "mrl",
+    "nllb-clip-large-siglip": "mrl",
+    "xlm-roberta-large-ViT-H-14": "frozen_laion5b_s13b_b90k",
+}
 
-def test_real_models_without_network_or_cache_fail_fast_with_one_line(tmp_path: Path) -> None:
+
+def test_the_registry_offers_the_real_hub_models_and_open_clip_knows_them() -> None:
+    specs = {s.id: s for s in registry.registry() if s.family == "openclip" and not s.id.startswith("test-")}
+    assert {k: s.options["pretrained"] for k, s in specs.items()} == REAL_OPENCLIP
+    for spec in specs.values():
+        config = open_clip.get_model_config(spec.options["arch"])
+        assert config is not None and config["embed_dim"] == spec.dim, spec.id
+        assert spec.options["pretrained"] in open_clip.list_pretrained_tags_by_model(spec.options["arch"])
+
+
+def test_real_models_without_network_or_cache_fail_with_one_line_and_no_request(tmp_path: Path) -> None:
     # A fresh interpreter, because the hub reads HF_HUB_OFFLINE and HF_HOME at import time.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_HUB_CACHE", None)
@@ -369,11 +292,11 @@ def test_real_models_without_network_or_cache_fail_fast_with_one_line(tmp_path: 
         [sys.executable, "-c", _OFFLINE_SCRIPT], env=env, cwd=tmp_path,
         capture_output=True, text=True, timeout=240, check=True,
     )  # fmt: skip
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(results) == 4
-    for model_id, (message, seconds) in results.items():
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(out["results"]) == set(REAL_OPENCLIP)
+    for model_id, message in out["results"].items():
         assert model_id in message
         assert "HF_HUB_OFFLINE" in message and "--model" in message and "HF_HOME" in message
         assert "\n" not in message
-        # no network retries: a cache miss is known locally (the hub's retries take ~20 s a file)
-        assert seconds < 10
+    # a cache miss is known locally: not one lookup of the hub (its retries take ~20 s a file)
+    assert out["network"] == []

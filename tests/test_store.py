@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pytest
 
-from xlir_qdrant.encoders.base import ModelSpec
 from xlir_qdrant.errors import (
     BadQuery,
     ConfigError,
@@ -26,15 +25,15 @@ from xlir_qdrant.errors import (
     StoreLocked,
     StoreUnavailable,
 )
-from xlir_qdrant.records import Filter, Point
+from xlir_qdrant.records import Filter, ModelSpec, Point
 from xlir_qdrant.store import open_store
 from xlir_qdrant.store.edge import EdgeStore
 from xlir_qdrant.store.server import ServerStore
 
 DIM = 8
 SPEC = ModelSpec(
-    id="test-model", dim=DIM, languages=("en",), licence="test", size_mb=0, bundled=False,
-    needs_lang=False, loader="tests:none",
+    id="test-model", family="none", dim=DIM, languages=("en",), licence="test", size_mb=0, bundled=False,
+    needs_lang=False,
 )
 OTHER_MODEL = replace(SPEC, id="other-model")
 OTHER_DIM = replace(SPEC, dim=16)
@@ -65,10 +64,9 @@ def opener(request, tmp_path):
 
 
 @pytest.fixture
-def store(opener):
-    store = opener()
-    store.ensure_collection("photos", SPEC)
-    return store
+def col(opener):
+    """A handle on a new collection "photos" for SPEC."""
+    return opener().collection("photos", SPEC, create=True)
 
 
 def unit(v) -> np.ndarray:
@@ -97,12 +95,12 @@ def cosines(points: list[Point], query: np.ndarray) -> np.ndarray:
 # -- the shared contract -------------------------------------------------------------------
 
 
-def test_query_returns_nearest_first_with_cosine_scores(store):
+def test_query_returns_nearest_first_with_cosine_scores(col):
     points = random_points(40)
-    store.upsert(points)
+    col.upsert(points)
     query = np.random.default_rng(1).standard_normal(DIM).astype(np.float32)
 
-    hits = store.query(query, limit=5)
+    hits = col.query(query, limit=5)
 
     expected = cosines(points, query)
     order = np.argsort(-expected)[:5]
@@ -111,21 +109,21 @@ def test_query_returns_nearest_first_with_cosine_scores(store):
     assert hits[0].payload["path"] == points[order[0]].payload["path"]
 
 
-def test_min_score_keeps_only_hits_at_or_above_it(store):
+def test_min_score_keeps_only_hits_at_or_above_it(col):
     points = random_points(40)
-    store.upsert(points)
+    col.upsert(points)
     query = np.random.default_rng(2).standard_normal(DIM).astype(np.float32)
     ranked = np.sort(cosines(points, query))[::-1]
     threshold = float(ranked[2] + ranked[3]) / 2  # between the 3rd and 4th best
 
-    hits = store.query(query, limit=10, min_score=threshold)
+    hits = col.query(query, limit=10, min_score=threshold)
 
     assert len(hits) == 3
     assert all(h.score >= threshold for h in hits)
 
 
-def test_filter_under_takes_a_dir_and_its_subdirs_but_not_a_prefix_sibling(store):
-    store.upsert([
+def test_filter_under_takes_a_dir_and_its_subdirs_but_not_a_prefix_sibling(col):
+    col.upsert([
         make_point("/a/photos/x.jpg", [1, 0, 0, 0, 0, 0, 0, 0]),
         make_point("/a/photos/sub/y.jpg", [1, 1, 0, 0, 0, 0, 0, 0]),
         make_point("/a/photos2/z.jpg", [1, 0.1, 0, 0, 0, 0, 0, 0]),
@@ -133,149 +131,149 @@ def test_filter_under_takes_a_dir_and_its_subdirs_but_not_a_prefix_sibling(store
     ])
     under = Filter(under=("/a/photos",))
 
-    hits = store.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10, filter=under)
+    hits = col.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10, filter=under)
 
     assert {h.payload["path"] for h in hits} == {"/a/photos/x.jpg", "/a/photos/sub/y.jpg"}
-    assert store.count(under) == 2
-    assert {p.payload["path"] for p in store.scroll(filter=under)} == {
+    assert col.count(under) == 2
+    assert {p.payload["path"] for p in col.scroll(filter=under)} == {
         "/a/photos/x.jpg", "/a/photos/sub/y.jpg"}
     both = Filter(under=("/a/photos/sub", "/b"))
-    assert {p.payload["path"] for p in store.scroll(filter=both)} == {
+    assert {p.payload["path"] for p in col.scroll(filter=both)} == {
         "/a/photos/sub/y.jpg", "/b/w.jpg"}
 
 
-def test_filter_under_also_takes_a_single_file_and_tags_match_any(store):
-    store.upsert([
+def test_filter_under_also_takes_a_single_file_and_tags_match_any(col):
+    col.upsert([
         make_point("/a/photos/x.jpg", [1, 0, 0, 0, 0, 0, 0, 0], tags=["cat", "sofa"]),
         make_point("/a/photos/y.jpg", [1, 1, 0, 0, 0, 0, 0, 0], tags=["dog"]),
         make_point("/b/z.jpg", [1, 0.5, 0, 0, 0, 0, 0, 0], tags=["cat"]),
     ])
     one_file = Filter(under=("/a/photos/y.jpg", "/b"))
-    assert {p.payload["path"] for p in store.scroll(filter=one_file)} == {"/a/photos/y.jpg", "/b/z.jpg"}
-    cats = store.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10, filter=Filter(tags=("cat",)))
+    assert {p.payload["path"] for p in col.scroll(filter=one_file)} == {"/a/photos/y.jpg", "/b/z.jpg"}
+    cats = col.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10, filter=Filter(tags=("cat",)))
     assert {h.payload["path"] for h in cats} == {"/a/photos/x.jpg", "/b/z.jpg"}
-    assert store.count(Filter(tags=("cat", "dog"), under=("/a/photos",))) == 2
+    assert col.count(Filter(tags=("cat", "dog"), under=("/a/photos",))) == 2
 
 
-def test_filter_by_paths_by_sha256_and_both_together(store):
-    points = random_points(10)
-    store.upsert(points)
-    wanted = (points[1].payload["path"], points[4].payload["path"])
+def test_filter_by_sha256_and_with_a_folder(col):
+    points = random_points(10) + random_points(3, seed=4, folder="/c")
+    col.upsert(points)
     query = points[0].vector
+    sha = points[7].payload["sha256"]
 
-    by_paths = store.query(query, limit=10, filter=Filter(paths=wanted))
-    by_hash = store.query(query, limit=10, filter=Filter(sha256=points[7].payload["sha256"]))
-    conflicting = Filter(paths=wanted, sha256=points[7].payload["sha256"])
+    by_hash = col.query(query, limit=10, filter=Filter(sha256=sha))
 
-    assert {h.payload["path"] for h in by_paths} == set(wanted)
     assert [h.id for h in by_hash] == [points[7].id]
-    assert store.count(conflicting) == 0  # conditions are ANDed
+    assert col.count(Filter(sha256=sha, under=("/a/photos",))) == 1
+    assert col.count(Filter(sha256=sha, under=("/c",))) == 0  # conditions are ANDed
 
 
-def test_recommend_with_a_negative_moves_results_away_from_it(store):
+def test_recommend_with_a_negative_moves_results_away_from_it(col):
     e0, e1 = np.eye(DIM, dtype=np.float32)[:2]
     near_both = make_point("/a/photos/near_both.jpg", 0.85 * e0 + 0.5 * e1)
     away = make_point("/a/photos/away.jpg", 0.8 * e0 - 0.6 * e1)
     noise = [make_point(f"/a/noise/{i}.jpg", np.r_[0, 0, v]) for i, v in
              enumerate(np.random.default_rng(3).standard_normal((10, DIM - 2)))]  # orthogonal
-    store.upsert([near_both, away, *noise])
+    col.upsert([near_both, away, *noise])
 
-    plain = store.recommend([e0], [], limit=2)
-    steered = store.recommend([e0], [e1], limit=2)
+    plain = col.recommend([e0], [], limit=2)
+    steered = col.recommend([e0], [e1], limit=2)
 
     assert [h.id for h in plain] == [near_both.id, away.id]
     assert [h.id for h in steered] == [away.id, near_both.id]
     average = unit(2 * e0 - e1)  # Qdrant's average_vector: avg(pos) + (avg(pos) - avg(neg))
     assert steered[0].score == pytest.approx(float(away.vector @ average), abs=1e-5)
     with pytest.raises(BadQuery):
-        store.recommend([], [e1], limit=2)
+        col.recommend([], [e1], limit=2)
 
 
-def test_recommend_honours_filter_and_min_score(store):
+def test_recommend_honours_filter_and_min_score(col):
     points = random_points(20)
-    store.upsert(points)
+    col.upsert(points)
     pos = [points[0].vector, points[1].vector]
-    only = Filter(paths=(points[5].payload["path"], points[6].payload["path"]))
+    only = Filter(under=(points[5].payload["path"], points[6].payload["path"]))
 
-    hits = store.recommend(pos, [points[2].vector], limit=10, filter=only)
-    strict = store.recommend(pos, [], limit=10, min_score=0.999)
+    hits = col.recommend(pos, [points[2].vector], limit=10, filter=only)
+    strict = col.recommend(pos, [], limit=10, min_score=0.999)
 
     assert {h.id for h in hits} == {points[5].id, points[6].id}
     assert strict == []  # no stored point is (almost) the mean of two random ones
 
 
-def test_retrieve_round_trips_vectors_and_payload_in_the_callers_order(store):
+def test_retrieve_round_trips_vectors_and_payload_in_the_callers_order(col):
     points = random_points(6)
-    store.upsert(points)
+    col.upsert(points)
     missing = str(uuid.uuid4())
 
-    got = store.retrieve([points[4].id, missing, points[1].id], with_vectors=True)
-    bare = store.retrieve([points[2].id])
+    got = col.retrieve([points[4].id, missing, points[1].id], with_vectors=True)
+    bare = col.retrieve([points[2].id])
 
     assert [p.id for p in got] == [points[4].id, points[1].id]
     np.testing.assert_allclose(got[0].vector, points[4].vector, atol=1e-6)
     assert got[0].vector.dtype == np.float32
     assert got[0].payload == points[4].payload
     assert bare[0].vector is None and bare[0].payload["path"] == points[2].payload["path"]
-    assert store.retrieve([]) == []
+    assert col.retrieve([]) == []
 
 
-def test_upsert_of_an_existing_id_replaces_vector_and_payload(store):
+def test_upsert_of_an_existing_id_replaces_vector_and_payload(col):
     first = make_point("/a/photos/x.jpg", [1, 0, 0, 0, 0, 0, 0, 0], size=1)
-    store.upsert([first])
+    col.upsert([first])
     moved = make_point("/a/photos/x.jpg", [0, 1, 0, 0, 0, 0, 0, 0], size=2)
 
-    store.upsert([moved])
+    col.upsert([moved])
 
-    (got,) = store.retrieve([first.id], with_vectors=True)
-    assert store.count() == 1
+    (got,) = col.retrieve([first.id], with_vectors=True)
+    assert col.count() == 1
     assert got.payload["size"] == 2
     np.testing.assert_allclose(got.vector, moved.vector, atol=1e-6)
 
 
-def test_scroll_pages_through_more_points_than_one_batch(store):
+def test_scroll_pages_through_more_points_than_one_batch(col):
     points = random_points(30)
-    store.upsert(points)
+    col.upsert(points)
 
-    seen = list(store.scroll(batch=7, with_vectors=True))
+    seen = list(col.scroll(batch=7, with_vectors=True))
 
     assert sorted(p.id for p in seen) == sorted(p.id for p in points)
     assert all(p.vector is not None and p.vector.shape == (DIM,) for p in seen)
-    assert all(p.vector is None for p in store.scroll(batch=7))
+    assert all(p.vector is None for p in col.scroll(batch=7))
 
 
-def test_count_with_and_without_filter(store):
-    assert store.count() == 0
-    store.upsert(random_points(12) + random_points(5, seed=9, folder="/c"))
+def test_count_with_and_without_filter(col):
+    assert col.count() == 0
+    col.upsert(random_points(12) + random_points(5, seed=9, folder="/c"))
 
-    assert store.count() == 17
-    assert store.count(Filter(under=("/c",))) == 5
-    assert store.count(Filter()) == 17  # an empty filter is no filter
+    assert col.count() == 17
+    assert col.count(Filter(under=("/c",))) == 5
+    assert col.count(Filter()) == 17  # an empty filter is no filter
 
 
-def test_delete_by_id_and_by_filter(store):
+def test_delete_by_id_and_by_filter(col):
     points = random_points(10) + random_points(4, seed=5, folder="/a/photos/sub")
-    store.upsert(points)
+    col.upsert(points)
 
-    store.delete([points[0].id, points[1].id])
-    store.delete([])
-    store.delete_where(Filter(under=("/a/photos/sub",)))
+    col.delete([points[0].id, points[1].id])
+    col.delete([])
+    col.delete_where(Filter(under=("/a/photos/sub",)))
 
-    assert store.count() == 8
-    assert store.retrieve([points[0].id, points[2].id]) == store.retrieve([points[2].id])
-    assert store.count(Filter(under=("/a/photos/sub",))) == 0
+    assert col.count() == 8
+    assert col.retrieve([points[0].id, points[2].id]) == col.retrieve([points[2].id])
+    assert col.count(Filter(under=("/a/photos/sub",))) == 0
     with pytest.raises(ValueError):
-        store.delete_where(Filter())  # would delete everything
-    assert store.count() == 8
+        col.delete_where(Filter())  # would delete everything
+    assert col.count() == 8
 
 
-def test_ensure_collection_refuses_another_model(store):
-    store.upsert(random_points(3))
+def test_a_collection_refuses_another_model(opener):
+    store = opener()
+    col = store.collection("photos", SPEC, create=True)
+    col.upsert(random_points(3))
 
     with pytest.raises(ModelMismatch) as other_model:
-        store.ensure_collection("photos", OTHER_MODEL)
+        store.collection("photos", OTHER_MODEL, create=True)
     with pytest.raises(ModelMismatch) as other_dim:
-        store.ensure_collection("photos", OTHER_DIM, create=False)
+        store.collection("photos", OTHER_DIM)
 
     message = str(other_model.value)
     assert "\n" not in message
@@ -283,23 +281,24 @@ def test_ensure_collection_refuses_another_model(store):
     assert "--model test-model" in message and "other-model" in message
     assert "--collection" in message
     assert "(16-d)" in str(other_dim.value) and "(8-d)" in str(other_dim.value)
-    assert store.count() == 3  # the open collection is untouched
+    assert col.count() == 3  # the open collection is untouched
 
 
 def test_missing_collection_without_create_is_an_empty_index(opener):
     store = opener()
 
     with pytest.raises(EmptyIndex) as err:
-        store.ensure_collection("photos", SPEC, create=False)
+        store.collection("photos", SPEC)
 
     assert "xlir index" in str(err.value) and "\n" not in str(err.value)
-    assert store.collections() == []
+    assert store.collections() == [] and store.vectors("photos") == {}
 
 
-def test_collections_lists_each_collection_with_model_dim_and_points(store):
-    store.upsert(random_points(5))
-    store.ensure_collection("wide", OTHER_DIM)
-    store.upsert([make_point(f"/w/{i}.jpg", np.arange(16) + i) for i in range(2)])
+def test_collections_lists_each_collection_with_model_dim_and_points(opener):
+    store = opener()
+    store.collection("photos", SPEC, create=True).upsert(random_points(5))
+    wide = store.collection("wide", OTHER_DIM, create=True)
+    wide.upsert([make_point(f"/w/{i}.jpg", np.arange(16) + i) for i in range(2)])
 
     infos = {info.name: info for info in store.collections()}
 
@@ -308,61 +307,67 @@ def test_collections_lists_each_collection_with_model_dim_and_points(store):
         SPEC.vector_name, 8, 5)
     assert (infos["wide"].model, infos["wide"].dim, infos["wide"].points) == (
         OTHER_DIM.vector_name, 16, 2)
-    assert all(i.indexed_vectors is None or i.indexed_vectors >= 0 for i in infos.values())
+    assert store.vectors("wide") == {OTHER_DIM.vector_name: 16}
+    # nothing is in an HNSW graph yet: Edge builds it only in optimize(), local mode never
+    assert {i.indexed_vectors for i in infos.values()} == {0}
 
 
 def test_reopen_keeps_points_and_payload(opener):
     points = random_points(25)
     with opener(persistent=True) as first:
-        first.ensure_collection("photos", SPEC)
-        first.upsert(points)
-        before = first.query(points[3].vector, limit=3)
+        col = first.collection("photos", SPEC, create=True)
+        col.upsert(points)
+        before = col.query(points[3].vector, limit=3)
 
     with opener(persistent=True) as again:
-        again.ensure_collection("photos", SPEC, create=False)
-        after = again.query(points[3].vector, limit=3)
-        assert again.count() == 25
+        col = again.collection("photos", SPEC)
+        after = col.query(points[3].vector, limit=3)
+        assert col.count() == 25
         assert [h.id for h in after] == [h.id for h in before]
         assert after[0].payload == points[3].payload
         with pytest.raises(ModelMismatch):
-            again.ensure_collection("photos", OTHER_MODEL)
+            again.collection("photos", OTHER_MODEL)
 
 
-def test_optimize_builds_the_index_and_search_stays_exact(opener, store):
+def test_optimize_builds_the_index_and_search_stays_exact(opener):
+    store = opener()
+    col = store.collection("photos", SPEC, create=True)
     points = random_points(120)
-    store.upsert(points)
+    col.upsert(points)
     query = np.random.default_rng(7).standard_normal(DIM).astype(np.float32)
-    before = store.query(query, limit=10)
+    before = col.query(query, limit=10)
     expects_index = opener.backend == "edge"  # a server indexes in the background
 
-    assert store.needs_optimize() is expects_index
-    store.optimize()
+    assert col.needs_optimize() is expects_index
+    col.optimize()
 
-    after = store.query(query, limit=10)
-    assert store.needs_optimize() is False
+    after = col.query(query, limit=10)
+    assert col.needs_optimize() is False
     assert [h.id for h in after] == [h.id for h in before]
     assert [h.score for h in after] == pytest.approx([h.score for h in before], abs=1e-5)
     if expects_index:
         (info,) = store.collections()
         assert info.indexed_vectors == 120
-    store.upsert(random_points(5, seed=8, folder="/later"))
-    assert store.count() == 125 and store.needs_optimize() is False
+    col.upsert(random_points(5, seed=8, folder="/later"))
+    assert col.count() == 125 and col.needs_optimize() is False
 
 
 def test_close_is_idempotent_and_the_store_is_a_context_manager(opener):
     with opener() as store:
-        store.ensure_collection("photos", SPEC)
-        store.upsert(random_points(2))
-        assert store.count() == 2
+        col = store.collection("photos", SPEC, create=True)
+        col.upsert(random_points(2))
+        assert col.count() == 2
     store.close()
 
     with pytest.raises(RuntimeError):
-        store.count()
+        col.count()  # a handle does not outlive its store
+    with pytest.raises(RuntimeError):
+        store.collection("photos", SPEC)
 
 
-def test_a_vectorless_point_is_refused(store):
+def test_a_vectorless_point_is_refused(col):
     with pytest.raises(ValueError):
-        store.upsert([Point(str(uuid.uuid4()), None, {"path": "/x.jpg"})])
+        col.upsert([Point(str(uuid.uuid4()), None, {"path": "/x.jpg"})])
 
 
 # -- EdgeStore: one process per store directory ---------------------------------------------
@@ -405,8 +410,7 @@ def test_edge_store_refuses_a_second_process_and_names_the_holder(tmp_path):
     assert child.returncode == 0
 
     with EdgeStore(root) as store:  # released on close
-        store.ensure_collection("photos", SPEC)
-        assert store.count() == 0
+        assert store.collection("photos", SPEC, create=True).count() == 0
 
 
 def test_edge_lock_dies_with_a_killed_process(tmp_path):
@@ -417,7 +421,7 @@ def test_edge_lock_dies_with_a_killed_process(tmp_path):
 
     with EdgeStore(root, purpose="xlir search") as store:
         assert (root / "xlir.lock").read_text().split() == [str(os.getpid()), "xlir", "search"]
-        store.ensure_collection("photos", SPEC)
+        store.collection("photos", SPEC, create=True)
 
 
 def test_edge_store_refuses_a_second_handle_in_the_same_process(tmp_path):
@@ -432,18 +436,18 @@ def test_edge_shard_held_outside_xlir_is_store_locked(tmp_path):
     import qdrant_edge
 
     with EdgeStore(tmp_path) as store:
-        store.ensure_collection("photos", SPEC)
+        store.collection("photos", SPEC, create=True)
     raw = qdrant_edge.EdgeShard.load(str(tmp_path / "collections" / "photos"))  # no xlir.lock
     try:
         with EdgeStore(tmp_path) as store, pytest.raises(StoreLocked, match="is in use"):
-            store.ensure_collection("photos", SPEC)
+            store.collection("photos", SPEC)
     finally:
         raw.close()
 
 
 def test_edge_store_refuses_an_unsafe_collection_name(tmp_path):
     with EdgeStore(tmp_path) as store, pytest.raises(ConfigError):
-        store.ensure_collection("../escape", SPEC)
+        store.collection("../escape", SPEC, create=True)
 
 
 def test_edge_store_in_an_unusable_directory_is_unavailable(tmp_path):

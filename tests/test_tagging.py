@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import skimage.data
 
-from xlir_qdrant.config import Settings
+from xlir_qdrant.config import Overrides, Settings
 from xlir_qdrant.errors import BadQuery
 from xlir_qdrant.index import Index
-from xlir_qdrant.ingest.pipeline import point_id
+from xlir_qdrant.store.schema import point_id
 
 SKIMAGE = Path(skimage.data.__file__).parent
 
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory: pytest.TempPathFactory) -> Index:
-    idx = Index(Settings.load(store=tmp_path_factory.mktemp("store")))
+    idx = Index(Settings.load(Overrides(store=tmp_path_factory.mktemp("store"))))
     yield idx
     idx.close()
 
@@ -61,9 +61,9 @@ def test_indexed_images_use_their_stored_vector_and_tags_are_searchable(tmp_path
     photos.mkdir()
     for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
         shutil.copy(SKIMAGE / name, photos / name)
-    with Index(Settings.load(store=tmp_path / "store")) as idx:
+    with Index(Settings.load(Overrides(store=tmp_path / "store"))) as idx:
         idx.index([photos])
-        [point] = idx.store.retrieve([point_id(str(photos / "chelsea.png"))])
+        [point] = idx.collection.retrieve([point_id(str(photos / "chelsea.png"))])
         assert "cat" in point.payload["tags"]
         [result] = idx.tag([photos / "chelsea.png"], lang="ko")
         assert result.source == "index" and "고양이" in [t.name for t in result.tags]
@@ -78,9 +78,9 @@ def test_cli_tag_json_and_search_tag(tmp_path: Path, colour_photos: Path, monkey
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from xlir_cli import main
+    from xlir_cli import app, main
 
-    monkeypatch.setattr(main, "out", Console(width=100, no_color=True, soft_wrap=True))
+    monkeypatch.setattr(app.ui, "out", Console(width=100, no_color=True, soft_wrap=True))
     runner = CliRunner()
     store = str(tmp_path / "s")
     assert runner.invoke(main.app, ["index", str(colour_photos), "--model", "fake-colour", "--store", store]).exit_code == 0

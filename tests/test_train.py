@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import save
 
-from xlir_qdrant.encoders.base import get_spec, load_encoder
-from xlir_qdrant.train.data import DataError, PairSet, from_pairs, load_coco, load_pairs, split_by_image
-from xlir_qdrant.train.features import (
-    EncoderFeatures, image_featurizer, image_features, text_featurizer, text_features,
-)
-from xlir_qdrant.train.loop import FeatureSet, TrainConfig, embed_features, lr_lambda, train
+from xlir_qdrant.encoders.registry import get_spec, load_encoder
+from xlir_qdrant.encoders.base import EmbeddingSide
+from xlir_qdrant.train.config import TrainConfig
+from xlir_qdrant.train.data import DataError, from_pairs, load_coco, load_pairs, split_images
+from xlir_qdrant.train.features import image_features, image_tower, text_features, text_tower
+from xlir_qdrant.train.loop import FeatureSet, embed_features, lr_lambda, train
 from xlir_qdrant.train.losses import m3_loss, negative_hinge, patr_loss
 
 
@@ -156,16 +156,17 @@ def test_schedule_warms_up_linearly_then_decays_to_zero() -> None:
 
 def test_split_is_by_image_seeded_and_disjoint() -> None:
     pairs = from_pairs([(f"img{i // 3}.jpg", f"caption {i}") for i in range(60)])  # 20 images x 3
-    train_a, val_a = split_by_image(pairs, 0.25, seed=3)
-    train_b, val_b = split_by_image(pairs, 0.25, seed=3)
-    assert val_a.images == val_b.images and len(val_a.images) == 5
-    assert not set(train_a.images) & set(val_a.images)
-    assert len(train_a.captions) + len(val_a.captions) == 60
+    train_a, val_a = split_images(len(pairs.images), 0.25, seed=3)
+    assert (train_a, val_a) == split_images(20, 0.25, seed=3) and len(val_a) == 5
+    assert not set(train_a) & set(val_a) and sorted(train_a + val_a) == list(range(20))
     # Every caption stays with its own image through the renumbering.
-    for part in (train_a, val_a):
-        for cap, owner in zip(part.captions, part.caption_image, strict=True):
-            assert int(cap.split()[1]) // 3 == int(part.images[owner][3:-4])
-    assert split_by_image(pairs, 0.25, seed=4)[1].images != val_a.images
+    feats = FeatureSet(np.arange(60, dtype=np.float32)[:, None], np.arange(20, dtype=np.float32)[:, None],
+                       pairs.caption_image)
+    for part in (feats.subset(train_a), feats.subset(val_a)):
+        for caption, owner in zip(part.text[:, 0], part.caption_image, strict=True):
+            assert int(caption) // 3 == int(part.image[owner, 0])
+    assert sum(len(feats.subset(p).text) for p in (train_a, val_a)) == 60
+    assert split_images(20, 0.25, seed=4)[1] != val_a
 
 
 def test_coco_json_finds_images_in_subfolders_and_drops_missing(tmp_path: Path) -> None:
@@ -215,7 +216,7 @@ def tiny_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_hf_text_encoder_mean_pools_over_real_tokens_only(tiny_hf: Path) -> None:
-    enc = text_featurizer(str(tiny_hf))
+    enc = text_tower(str(tiny_hf))
     alone = enc.features(["a dog"])
     padded = enc.features(["a dog", "the red cat on the green grass"])  # "a dog" gets padding
     assert enc.dim == 16 and alone.shape == (1, 16)
@@ -225,21 +226,21 @@ def test_hf_text_encoder_mean_pools_over_real_tokens_only(tiny_hf: Path) -> None
 
 
 def test_bundled_tower_gives_penultimate_features(tmp_path: Path) -> None:
-    tower = image_featurizer("default")
+    tower = image_tower("default")
     feats, ok = image_features([str(save(tmp_path / "x.jpg", (30, 90, 200)))], tower, use_cache=False)
     assert tower.dim == 1280 and feats.shape == (1, 1280) and ok.all()
     assert tower.key == "conse-lite0-muse:penultimate" and np.isfinite(feats).all() and feats.std() > 0
     assert tower._tower.runtime == "torch"  # the ONNX exports end at the logits: not made for this
 
 
-class _Counting(EncoderFeatures):
+class _Counting(EmbeddingSide):
     def __init__(self) -> None:
-        super().__init__("fake-colour", load_encoder("fake-colour"))
+        super().__init__(load_encoder("fake-colour"))
         self.seen = 0
 
-    def features(self, batch):  # noqa: ANN001, ANN201
+    def embed(self, batch):  # noqa: ANN001, ANN201
         self.seen += len(batch)
-        return super().features(batch)
+        return super().embed(batch)
 
 
 def test_image_features_are_cached_by_path_mtime_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,7 +263,7 @@ def test_image_features_are_cached_by_path_mtime_and_size(tmp_path: Path, monkey
 
 def test_text_features_are_cached_per_caption_list(tiny_hf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
-    enc = text_featurizer(str(tiny_hf))
+    enc = text_tower(str(tiny_hf))
     a = text_features(["a red dog", "the cat"], enc)
     assert len(list((tmp_path / "features").rglob("texts-*.npy"))) == 1
     np.testing.assert_array_equal(text_features(["a red dog", "the cat"], enc), a)
@@ -279,13 +280,13 @@ def test_checkpoint_round_trip_through_the_registry(tiny_hf: Path, tmp_path: Pat
     paths = [str(save(tmp_path / f"{n}.png", c)) for n, c in zip(names, colours, strict=True)]
     pairs = from_pairs([(p, f"a {n} square") for p, n in zip(paths, names, strict=True)] +
                        [(p, f"the {n} circle") for p, n in zip(paths, names, strict=True)])
-    img, txt = image_featurizer("fake-colour"), text_featurizer(str(tiny_hf))
+    img, txt = image_tower("fake-colour"), text_tower(str(tiny_hf))
     feats, _ = image_features(pairs.images, img, use_cache=False)
     data = FeatureSet(text_features(pairs.captions, txt, use_cache=False), feats, pairs.caption_image)
     config = TrainConfig(dim=12, hidden=16, epochs=2, batch_size=6, image_projection=True)
     result = train(data, None, config)
     out = tmp_path / "my ckpt"
-    model_id = save_checkpoint(out, result.model, config=config, history=result.history, image_model="fake-colour",
+    model_id = save_checkpoint(out, result.model, config=config.to_dict(), history=result.history, image_model="fake-colour",
                                image_key=img.key, text_encoder=str(tiny_hf), text_key=txt.key,
                                languages=txt.languages)
     assert {"model.safetensors", "xlir-model.json", "train-config.json", "metrics.json"} <= set(os.listdir(out))
@@ -304,24 +305,23 @@ def test_checkpoint_round_trip_through_the_registry(tiny_hf: Path, tmp_path: Pat
     for v in (got_text, got_image):
         assert v.dtype == np.float32 and v.shape[1] == 12
         np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
-    assert enc.preprocess is None  # the fake tower takes PIL images: ingest uses embed_images
+    assert enc.takes_pixels is False  # the fake tower takes PIL images: ingest hands them over as they are
 
 
 def test_a_damaged_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
     from xlir_qdrant.errors import ModelUnavailable
 
-    (tmp_path / "xlir-model.json").write_text(json.dumps({"id": "x", "dim": 4, "loader": "xlir_qdrant.train.checkpoint:load"}))
+    (tmp_path / "xlir-model.json").write_text(json.dumps({"id": "x", "dim": 4}))
+    with pytest.raises(ModelUnavailable, match="not a usable xlir checkpoint.*lacks image_model"):
+        load_encoder(str(tmp_path))
+    (tmp_path / "xlir-model.json").write_text("{not json")
     with pytest.raises(ModelUnavailable, match="not a usable xlir checkpoint"):
         load_encoder(str(tmp_path))
 
 
 def test_subsets_keep_captions_with_their_images() -> None:
-    pairs = PairSet(("a", "b", "c"), ("a1", "b1", "c1", "a2"), np.array([0, 1, 2, 0]))
-    sub = pairs.subset([2, 0])
-    assert sub.images == ("c", "a") and sub.captions == ("a1", "c1", "a2")
-    assert [sub.images[i] for i in sub.caption_image] == ["a", "c", "a"]
     feats = FeatureSet(np.arange(4, dtype=np.float32)[:, None], np.array([[10.0], [11.0], [12.0]], np.float32),
-                       pairs.caption_image)
+                       np.array([0, 1, 2, 0]))
     fsub = feats.subset([2, 0])
     assert fsub.text[:, 0].tolist() == [0, 2, 3] and fsub.image[:, 0].tolist() == [12, 10]
     assert fsub.image[fsub.caption_image][:, 0].tolist() == [10, 12, 10]

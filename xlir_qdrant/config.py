@@ -1,4 +1,4 @@
-"""Settings: defaults < config file < XLIR_* environment < explicit arguments (CLI flags).
+"""Settings: defaults < config file < XLIR_* environment < explicit overrides (CLI flags).
 
 The config file is TOML at $XLIR_CONFIG, else <home>/config.toml, with the same keys as
 Settings (e.g. ``qdrant_url = "http://localhost:6333"``). The Qdrant API key is read only from
@@ -16,8 +16,8 @@ from typing import Any
 import platformdirs
 
 from .errors import ConfigError
-from .ingest.decode import DEFAULT_MAX_MEGAPIXELS
 
+DEFAULT_MAX_MEGAPIXELS = 150.0
 _LEVELS = ("default", "config file", "environment", "flag")
 
 
@@ -32,7 +32,7 @@ class Settings:
     home: Path = field(default_factory=default_home)
     store: Path | None = None  # embedded store directory; default <home>/store
     qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
+    qdrant_api_key: str | None = field(default=None, repr=False)
     collection: str = "photos"
     model: str | None = None  # None: the collection's own model, else the bundled default
     device: str = "auto"
@@ -50,11 +50,9 @@ class Settings:
         return self.qdrant_url is not None
 
     @classmethod
-    def load(cls, **flags: Any) -> Settings:
-        """Resolve every source; ``flags`` are explicit values (None means "not given")."""
-        flags = {k: v for k, v in flags.items() if v is not None}
-        if "qdrant_api_key" in flags:
-            raise ConfigError("the Qdrant API key is read only from XLIR_QDRANT_API_KEY or the config file")
+    def load(cls, overrides: Overrides | None = None) -> Settings:
+        """Resolve every source; ``overrides`` are explicit values (None fields: not given)."""
+        flags = overrides.given() if overrides is not None else {}
         home = Path(flags["home"]).expanduser() if "home" in flags else default_home()
         layers = [("config file", _read_config(home)), ("environment", _read_env()), ("flag", flags)]
         values: dict[str, Any] = {"home": home}
@@ -72,6 +70,39 @@ class Settings:
                 )
             values.pop("store" if store_level < url_level else "qdrant_url")
         return _coerce(values)
+
+
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Explicit settings (CLI flags, keyword arguments of Index.open); None means "not given".
+
+    Every Settings field but the API key, which never comes from a flag.
+    """
+
+    home: Path | None = None
+    store: Path | None = None
+    qdrant_url: str | None = None
+    collection: str | None = None
+    model: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    max_megapixels: float | None = None
+    timeout: float | None = None
+
+    @classmethod
+    def of(cls, **values: Any) -> Overrides:
+        """Overrides from keyword arguments; an unknown name is a ConfigError, not a crash."""
+        known = {f.name for f in fields(cls)}
+        if "qdrant_api_key" in values:
+            raise ConfigError("the Qdrant API key is read only from XLIR_QDRANT_API_KEY or the config file")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 def _read_config(home: Path) -> dict[str, Any]:

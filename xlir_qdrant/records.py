@@ -1,7 +1,12 @@
-"""Small frozen records that cross the seams (store <-> index <-> CLI)."""
+"""Small frozen records that cross the seams (store <-> features <-> facade <-> CLI and web).
+
+The CLI renders these and nothing else: the same record becomes a table row for people and a
+JSON object for scripts (``to_dict``).
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,17 +36,16 @@ class Filter:
     """The payload filters xlir uses; each store translates it to its own API.
 
     ``under``: keep images at or below one of these directories, or that are one of these files.
-    ``paths``: keep exactly these absolute paths. ``sha256``: keep images with this content hash.
-    Non-empty fields combine with AND.
+    ``sha256``: keep images with this content hash. ``tags``: keep images tagged with any of
+    these concept ids. Non-empty fields combine with AND.
     """
 
     under: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
     sha256: str | None = None
-    tags: tuple[str, ...] = ()  # keep images tagged with any of these concept ids
+    tags: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
-        return not (self.under or self.paths or self.sha256 or self.tags)
+        return not (self.under or self.sha256 or self.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +59,6 @@ class Hit:
     size: int
     width: int | None = None
     height: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class IngestReport:
-    """What one `index` run did."""
-
-    scanned: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    reused: int = 0
-    removed: int = 0
-    failed: int = 0
-    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,21 +79,65 @@ class Tag:
 
 
 @dataclass(frozen=True, slots=True)
+class TagResult:
+    """The tags of one file; ``source`` is "index" (its stored vector) or "file" (embedded now)."""
+
+    path: str
+    source: str
+    tags: tuple[Tag, ...] = ()
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [{"path": self.path, "source": self.source, **t.to_dict()} for t in self.tags]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What one `index` run did."""
+
+    scanned: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    reused: int = 0
+    removed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestEvent:
+    """Progress of an index run, for a front end.
+
+    kind: 'found' (n files to embed), 'loading' (the model; ``reason`` says when it is being
+    prepared, not just loaded), 'loaded', 'done' (n embedded or reused), 'skipped' (path,
+    reason), 'removed' (n), 'optimizing', 'optimized'.
+    """
+
+    kind: str
+    n: int = 0
+    path: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """What a model is, independent of whether it is loaded.
 
-    ``loader`` is "module:function" taking (spec, device) and returning an Encoder, so the
-    registry can be listed without importing torch or open_clip.
+    ``family`` names the code that builds it (see encoders/registry.py), so the registry can
+    be listed without importing torch or open_clip; ``options`` are that family's settings.
     """
 
     id: str
+    family: str
     dim: int
     languages: tuple[str, ...]
     licence: str
     size_mb: int
     bundled: bool
     needs_lang: bool
-    loader: str
     description: str = ""
     options: dict[str, str] = field(default_factory=dict)
 
@@ -114,3 +145,69 @@ class ModelSpec:
     def vector_name(self) -> str:
         """The name of this model's vector in a Qdrant collection (safe characters only)."""
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRow:
+    """One line of `xlir models`: a registered model and whether it can run here, offline."""
+
+    id: str
+    dim: int
+    languages: int
+    licence: str
+    size_mb: int
+    bundled: bool
+    needs_lang: bool
+    offline_ready: bool
+    status: str
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """The model a command runs, and where: printed once per run ("cpu int8", "cuda:0 bf16")."""
+
+    model: str
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    name: str
+    model: str  # the vector name, i.e. ModelSpec.vector_name of the model that built it
+    dim: int
+    points: int
+    indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """What `xlir info` shows: the store, its collections, the compute device."""
+
+    store: str  # "embedded (Qdrant Edge)" or "qdrant-server"
+    location: str
+    device: str
+    collections: tuple[CollectionInfo, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The recall figures of an evaluation row (eval/run.py), in percent.
+RECALL_METRICS: tuple[str, ...] = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with every NaN float (an unmeasured recall, the untrained epoch's loss) as None,
+    through dicts, lists and tuples: NaN is not JSON, null is."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value

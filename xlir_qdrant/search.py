@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .encoders.base import Encoder
+from PIL import Image
+
+from .encoders.base import CROP_MARGIN, Encoder
 from .errors import BadQuery
-from .ingest.decode import DecodeError, decode
+from .images.decode import DecodeError, decode
 from .records import Filter, Hit, ScoredPoint
-from .store.base import Store
+from .store import Collection
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,7 @@ def query_language(encoder: Encoder, text: str, lang: str | None) -> str | None:
 
 def search(
     encoder: Encoder,
-    store: Store,
+    collection: Collection,
     *,
     query: str | None = None,
     image: Path | None = None,
@@ -52,15 +54,15 @@ def search(
     if text:
         positives.append(encoder.embed_texts([text], lang=used_lang)[0])
     if image is not None:
-        positives.append(encoder.embed_images([_load_query_image(image)])[0])
+        positives.append(encoder.embed_images([_load_query_image(image, encoder)])[0])
     if negatives:
         neg_lang = query_language(encoder, negatives[0], lang)
         neg = list(encoder.embed_texts(list(negatives), lang=neg_lang))
-        scored = store.recommend(positives, neg, limit=top_k, filter=flt, min_score=min_score)
+        scored = collection.recommend(positives, neg, limit=top_k, filter=flt, min_score=min_score)
     elif len(positives) == 1:
-        scored = store.query(positives[0], limit=top_k, filter=flt, min_score=min_score)
+        scored = collection.query(positives[0], limit=top_k, filter=flt, min_score=min_score)
     else:
-        scored = store.recommend(positives, [], limit=top_k, filter=flt, min_score=min_score)
+        scored = collection.recommend(positives, [], limit=top_k, filter=flt, min_score=min_score)
     return SearchResult(hits=to_hits(scored), model=encoder.spec.id, lang=used_lang)
 
 
@@ -92,10 +94,12 @@ def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = ()) -> Filter | Non
     return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags)
 
 
-def _load_query_image(path: Path):  # noqa: ANN202 - PIL image
+def _load_query_image(path: Path, encoder: Encoder) -> Image.Image:
     try:
-        return decode(str(path), min_side=512).image
+        decoded = decode(str(path), min_side=encoder.input_size + CROP_MARGIN)
     except DecodeError as exc:
         raise BadQuery(f"cannot use {path} as a query image: {exc}") from None
     except FileNotFoundError:
         raise BadQuery(f"query image {path} does not exist") from None
+    assert decoded.image is not None  # decoded on the CPU
+    return decoded.image

@@ -1,16 +1,19 @@
-"""The encoder seam: ModelSpec (data), the Encoder protocol, and the model registry.
+"""The encoder seam: the Encoder protocol, the base every encoder builds on, and the image side a
+batch loop drives.
 
-Adding a model is adding a ModelSpec with a loader; nothing else branches on model ids.
+An encoder's promise is two methods and a spec: ``embed_images`` and ``embed_texts`` return
+L2-normalised float32 arrays of shape (n, spec.dim). Everything else is declared, never probed:
+EncoderBase supplies a default for each optional part (no warm-up, no first-use note, PIL images
+in), and an encoder that preprocesses on worker threads says so with ``takes_pixels = True`` and
+implements the PixelEncoder methods. Callers decide once, through ``image_side()``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +21,9 @@ from PIL import Image
 
 from ..errors import ModelUnavailable
 from ..records import ModelSpec
+
+# Files are decoded to the model's input side plus the margin its centre crop cuts.
+CROP_MARGIN = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,69 +38,124 @@ class PixelSpec:
     std: tuple[float, float, float]
 
 
-@runtime_checkable
+class ImageSide(Protocol):
+    """An image model as a batch loop drives it: decode each file to ``min_side``, run
+    ``preprocess`` on worker threads, ``embed`` batches on the calling thread."""
+
+    key: str  # identifies the model and its weights (cache keys, checkpoints)
+    dim: int
+    device: str
+    min_side: int  # the short side decoding must keep
+    pixels: bool  # preprocess gives arrays that stack into one batch; else PIL images pass through
+    pixel_spec: PixelSpec | None  # preprocess as tensor operations (GPU decoding), when it has one
+
+    def warm_up(self) -> None: ...
+
+    def preprocess(self, image: Image.Image) -> Any: ...
+
+    def embed(self, batch: Any) -> NDArray[np.float32]:
+        """A stacked batch of preprocessed images when ``pixels``, else a list of PIL images."""
+
+
 class Encoder(Protocol):
-    """Everything returns L2-normalised float32 arrays of shape (n, spec.dim)."""
+    """What the rest of xlir may use of an encoder (EncoderBase supplies the optional parts)."""
 
     spec: ModelSpec
     device: str
     precision: str
+    input_size: int  # the model's square input side
+    takes_pixels: bool  # implements PixelEncoder
 
     def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]: ...
 
-    def embed_texts(
-        self, texts: Sequence[str], *, lang: str | None = None
-    ) -> NDArray[np.float32]: ...
+    def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]: ...
+
+    def warm_up(self) -> None: ...
+
+    def first_use_note(self) -> str: ...
+
+    def image_side(self) -> ImageSide: ...
+
+    def feature_side(self) -> ImageSide: ...
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
-_ALIASES: dict[str, str] = {}
+class PixelEncoder(Encoder, Protocol):
+    """An encoder whose preprocessing is a pure function that may run on worker threads."""
+
+    def preprocess(self, image: Image.Image) -> Any: ...
+
+    def embed_pixels(self, pixels: Any) -> NDArray[np.float32]:
+        """A (n, 3, H, W) batch of ``preprocess`` outputs: a numpy array or a torch tensor."""
+
+    def pixel_spec(self) -> PixelSpec | None:
+        """``preprocess`` as tensor operations, for decoding on a GPU; None when it has none."""
 
 
-def register(spec: ModelSpec, *aliases: str) -> ModelSpec:
-    _REGISTRY[spec.id] = spec
-    for alias in aliases:
-        _ALIASES[alias] = spec.id
-    return spec
+class EncoderBase:
+    """Defaults for everything but the two embed methods and the spec."""
+
+    spec: ModelSpec
+    device: str = "cpu"
+    precision: str = "fp32"
+    input_size: int = 224
+    takes_pixels: bool = False
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        raise NotImplementedError
+
+    def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]:
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Load the weights now (a model that loads lazily); the default has nothing to load."""
+
+    def first_use_note(self) -> str:
+        """Non-empty when warm_up() will prepare files (seconds, once per machine), not just load."""
+        return ""
+
+    def image_side(self) -> ImageSide:
+        """This encoder's image embedding, as a batch loop drives it."""
+        return EmbeddingSide(self)
+
+    def feature_side(self) -> ImageSide:
+        """The frozen image representation a trained head reads (`xlir train`): by default the
+        encoder's own embedding."""
+        return self.image_side()
+
+    def empty(self) -> NDArray[np.float32]:
+        return np.zeros((0, self.spec.dim), np.float32)
 
 
-def unregister(model_id: str) -> None:
-    _REGISTRY.pop(model_id, None)
-    for alias, target in list(_ALIASES.items()):
-        if target == model_id:
-            del _ALIASES[alias]
+class EmbeddingSide:
+    """An encoder's own image embedding as an ImageSide; whether it takes pixels is read once."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.key = f"{encoder.spec.id}:embedding"
+        self.dim = encoder.spec.dim
+        self.device = encoder.device
+        self.min_side = encoder.input_size + CROP_MARGIN
+        self.pixels = encoder.takes_pixels
+        self._pixel: PixelEncoder | None = encoder if encoder.takes_pixels else None  # type: ignore[assignment]
+        self.pixel_spec = self._pixel.pixel_spec() if self._pixel is not None else None
+
+    def warm_up(self) -> None:
+        self.encoder.warm_up()
+
+    def preprocess(self, image: Image.Image) -> Any:
+        return self._pixel.preprocess(image) if self._pixel is not None else image
+
+    def embed(self, batch: Any) -> NDArray[np.float32]:
+        if self._pixel is not None:
+            return self._pixel.embed_pixels(batch)
+        return self.encoder.embed_images(list(batch))
 
 
-def registry() -> list[ModelSpec]:
-    _load_builtin_specs()
-    return list(_REGISTRY.values())
-
-
-def get_spec(model_id: str) -> ModelSpec:
-    _load_builtin_specs()
-    key = _ALIASES.get(model_id, model_id)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    path = Path(model_id).expanduser()
-    if path.is_dir() and (path / "xlir-model.json").is_file():
-        return _checkpoint_spec(path)
-    known = ", ".join(sorted(_REGISTRY))
-    raise ModelUnavailable(f"unknown model {model_id!r}; known models: {known} (see `xlir models`)")
-
-
-def load_encoder(model: str | ModelSpec, *, device: str = "auto") -> Encoder:
-    """Build the encoder of ``model`` (an id, alias or checkpoint folder, or a resolved spec)."""
-    spec = model if isinstance(model, ModelSpec) else get_spec(model)
-    module_name, func_name = spec.loader.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:  # an optional family whose package is missing
-        raise ModelUnavailable(
-            f"model {spec.id!r} needs the package {exc.name!r}, which is not installed; "
-            f"install it or use the bundled default model"
-        ) from exc
-    factory: Callable[[ModelSpec, str], Encoder] = getattr(module, func_name)
-    return factory(spec, resolve_device(device))
+def normalise(x: NDArray[np.floating]) -> NDArray[np.float32]:
+    """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 def resolve_device(device: str) -> str:
@@ -131,67 +192,3 @@ def device_summary() -> str:
     if torch.cuda.is_available():
         return f"cuda:0 ({torch.cuda.get_device_name(0)})"
     return "cpu (no CUDA GPU visible)"
-
-
-def takes_pixels(encoder: object) -> bool:
-    """Whether ``encoder`` preprocesses images on its own (on ingest's worker threads) and
-    embeds the resulting pixel batches; otherwise it is handed PIL images."""
-    return callable(getattr(encoder, "preprocess", None)) and hasattr(encoder, "embed_pixels")
-
-
-def embed_batch(encoder: Encoder, rows: Sequence[object], *, pixels: bool) -> NDArray[np.float32]:
-    """One batch: ``preprocess`` outputs (numpy or torch) through embed_pixels when ``pixels``,
-    else PIL images through embed_images."""
-    if pixels:
-        return encoder.embed_pixels(np.stack([np.asarray(r) for r in rows]))  # type: ignore[attr-defined]
-    return encoder.embed_images(list(rows))  # type: ignore[arg-type]
-
-
-def normalise(x: NDArray[np.floating]) -> NDArray[np.float32]:
-    """Row-wise L2 normalisation; zero rows stay zero instead of becoming NaN."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
-def _checkpoint_spec(path: Path) -> ModelSpec:
-    # Checkpoints written by `xlir train` carry their own spec; their loader lives with them.
-    import json
-
-    data = json.loads((path / "xlir-model.json").read_text())
-    return ModelSpec(
-        id=data["id"],
-        dim=int(data["dim"]),
-        languages=tuple(data.get("languages", ())),
-        licence=data.get("licence", "see checkpoint"),
-        size_mb=int(data.get("size_mb", 0)),
-        bundled=False,
-        needs_lang=bool(data.get("needs_lang", False)),
-        loader=data["loader"],
-        description=data.get("description", ""),
-        options={"path": str(path)},
-    )
-
-
-_BUILTINS_LOADED = False
-
-
-def _load_builtin_specs() -> None:
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from . import specs  # noqa: F401  (registers the built-in models)
-
-
-def offline_ready(spec: ModelSpec) -> tuple[bool, str]:
-    """Whether ``spec`` can be loaded right now without a network, and why not."""
-    module_name = spec.loader.split(":")[0]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        return False, f"package {exc.name} missing"
-    check = getattr(module, "available_offline", None)
-    if check is None:
-        return True, "ready"
-    return check(spec)

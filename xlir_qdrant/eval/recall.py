@@ -9,9 +9,7 @@ image matches all of its captions and the best-ranked one counts (the standard C
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,15 +31,6 @@ def text_to_image_ranks(sim: NDArray[np.floating], caption_image: NDArray[np.int
     owners = np.asarray(caption_image)
     positive = owners[:, None] == np.arange(sim.shape[1])[None, :]
     return query_ranks(np.asarray(sim), positive)
-
-
-def image_to_text_ranks(sim: NDArray[np.floating], caption_image: NDArray[np.integer]) -> NDArray[np.int64]:
-    """``sim`` is still (captions, images); queries are the images that have captions."""
-    owners = np.asarray(caption_image)
-    images = np.unique(owners)
-    sim_t = np.asarray(sim).T[images]
-    positive = images[:, None] == owners[None, :]
-    return query_ranks(sim_t, positive)
 
 
 def recall_at(ranks: NDArray[np.integer], ks: Sequence[int] = KS) -> dict[int, float]:
@@ -76,15 +65,3 @@ def retrieval_recall(
         ranks = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         out.update({f"{name}_r{k}": v for k, v in recall_at(ranks, ks).items()})
     return out
-
-
-def nan_to_none(value: Any) -> Any:
-    """``value`` with every NaN float (an unmeasured recall, the untrained epoch's loss) as None,
-    through dicts, lists and tuples: NaN is not JSON, null is."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [nan_to_none(v) for v in value]
-    return value

@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ..encoders.base import Encoder, embed_batch, load_encoder, takes_pixels
-from ..ingest.decode import DecodeError, decode, decode_side
-from ..ingest.workers import bounded_map, default_workers
+from ..encoders.base import Encoder
+from ..encoders.registry import load_encoder
+from ..images.batches import Batch, BatchEmbedder, Skipped
+from ..records import RECALL_METRICS as METRICS
 from .recall import retrieval_recall
 from .xtd10 import DatasetError, EvalSet, canonical_lang
 
@@ -28,7 +29,6 @@ PAPER_T2I_R10: dict[str, dict[str, float]] = {
     "paper: mUSE+M3": {"en": 85.3, "es": 78.9, "fr": 78.9, "zh": 76.7, "it": 73.6, "ko": 67.8, "ru": 76.1,
                        "ja": 70.7, "avg": 76.0},
 }
-METRICS: tuple[str, ...] = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,33 +139,17 @@ def embed_image_files(
 ) -> NDArray[np.float32]:
     """Embed image files in order, decoding ahead on threads; any unreadable file stops the run
     (recall over a set with holes would not be comparable)."""
-    getattr(encoder, "warm_up", lambda: None)()
-    min_side = decode_side(encoder)
-    use_pixels = takes_pixels(encoder)
-
-    def prepare(path: str) -> object:
-        image = decode(path, min_side=min_side).image
-        return encoder.preprocess(image) if use_pixels else image  # type: ignore[attr-defined]
-
+    side = encoder.image_side()
+    side.warm_up()
     parts: list[NDArray[np.float32]] = []
-    batch: list[object] = []
-
-    def flush() -> None:
-        parts.append(embed_batch(encoder, batch, pixels=use_pixels))
-        if on_advance:
-            on_advance(len(batch))
-        batch.clear()
-
-    n_workers = workers or default_workers()
-    for path, result in bounded_map(prepare, paths, n_workers, lookahead=2 * batch_size):
-        if isinstance(result, BaseException):
-            reason = str(result) if isinstance(result, DecodeError) else f"{type(result).__name__}: {result}"
-            raise DatasetError(f"{path}: {reason}; evaluation needs every image of the set")
-        batch.append(result)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
+    embedder: BatchEmbedder[str, None] = BatchEmbedder(side, batch_size=batch_size, workers=workers)
+    for outcome in embedder.run(paths, lambda path: path):
+        if isinstance(outcome, Skipped):
+            raise DatasetError(f"{outcome.job}: {outcome.reason}; evaluation needs every image of the set")
+        if isinstance(outcome, Batch):
+            parts.append(np.stack([item.vector for item in outcome.items]))
+            if on_advance:
+                on_advance(len(outcome.items))
     return np.concatenate(parts) if parts else np.zeros((0, encoder.spec.dim), np.float32)
 
 

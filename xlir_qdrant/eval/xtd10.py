@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from ..cache import cache_dir
 from ..errors import XlirError
-from ..ingest.scan import index_files, resolve_path
+from ..images.files import files_by_name, resolve_path
 
 BASE_URL = "https://raw.githubusercontent.com/adobe-research/Cross-lingual-Test-Dataset-XTD10/main"
 IMAGE_LIST = "XTD10/test_image_names.txt"
@@ -166,7 +166,7 @@ def coco_url(name: str) -> str:
 
 def locate_images(names: Sequence[str], root: Path) -> dict[str, str]:
     """Where each file name is below ``root`` (searched recursively: train2014/, val2014/, flat)."""
-    everything = index_files(root)
+    everything = files_by_name(root)
     return {name: everything[name] for name in names if name in everything}
 
 

@@ -1,91 +1,49 @@
-"""The store seam. Every implementation passes the same test suite (tests/test_store.py).
+"""The store seam. Every backend passes the same test suite (tests/test_store.py).
 
-A collection holds one model's vectors: its single named vector is called after the model
+A Store is one Qdrant (an embedded directory or a server); ``store.collection(name, spec)``
+gives a handle bound to one collection, through which everything else happens. A collection
+holds one model's vectors: its single named vector is called after the model
 (``ModelSpec.vector_name``) and has the model's dimension, so the collection itself records
-which model built it. Opening it for another model raises ModelMismatch.
+which model built it, and opening it for another model raises ModelMismatch. The payload is
+described in schema.py.
 
-Payload of each point (one point per image, id = uuid5 of the absolute path):
-    path (keyword, indexed), dirs (keyword array of every ancestor directory, indexed; this
-    is how "under this folder" filters work on any backend), size (int), mtime_ns (int),
-    sha256 (keyword, indexed), width, height (int), taken_at (ISO-8601 string or null).
+CollectionBase holds what both backends share (result order, paging, the recommend vector,
+the payload filter); a backend supplies the few calls its client spells differently.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..records import ModelSpec
-from ..records import Filter, Point, ScoredPoint
-
-INDEXED_KEYWORDS = ("path", "dirs", "sha256", "tags")
+from ..errors import BadQuery
+from ..records import CollectionInfo, Filter, ModelSpec, Point, ScoredPoint
 
 
-@dataclass(frozen=True, slots=True)
-class CollectionInfo:
+class Collection(Protocol):
+    """One collection of one store, holding one model's image vectors."""
+
     name: str
-    model: str  # the vector name, i.e. ModelSpec.vector_name of the model that built it
-    dim: int
-    points: int
-    indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
-
-
-class ClosesOnExit:
-    """``with store:`` closes it on the way out (both backends)."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()  # type: ignore[attr-defined]
-
-
-class Store(Protocol):
-    """A Qdrant collection holding one model's image vectors."""
-
-    location: str  # a directory or a URL, for `xlir info`
+    location: str  # the store's directory or URL, for messages
     thread_safe: bool  # calls may overlap from several threads (else the caller serialises them)
     write_streams: int  # concurrent upserts worth running during ingest
 
-    def ensure_collection(self, name: str, spec: ModelSpec, *, create: bool = True) -> None:
-        """Open (or create when ``create``) collection ``name`` for ``spec``.
-
-        Raises ModelMismatch when the collection holds another model's vectors or dimension,
-        EmptyIndex when it does not exist and ``create`` is false.
-        """
-
-    def collections(self) -> list[CollectionInfo]:
-        """Every xlir collection with its point counts (opens each one: for `xlir info`)."""
-
-    def vectors(self, name: str) -> dict[str, int]:
-        """Collection ``name``'s vectors as {vector name: dim}, {} if it does not exist.
-
-        Cheap (no collection is opened), so callers can learn which model built an index
-        before deciding how to open it.
-        """
-
     def upsert(self, points: Sequence[Point]) -> None: ...
 
-    def query(
-        self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
-        min_score: float | None = None,
-    ) -> list[ScoredPoint]: ...
+    def query(self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
+              min_score: float | None = None) -> list[ScoredPoint]: ...
 
-    def recommend(
-        self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
-        *, limit: int, filter: Filter | None = None, min_score: float | None = None,
-    ) -> list[ScoredPoint]:
+    def recommend(self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
+                  *, limit: int, filter: Filter | None = None, min_score: float | None = None) -> list[ScoredPoint]:
         """Qdrant's recommend query (average-vector strategy) over raw vectors."""
 
     def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]: ...
 
-    def scroll(
-        self, *, filter: Filter | None = None, with_vectors: bool = False, batch: int = 512
-    ) -> Iterator[Point]: ...
+    def scroll(self, *, filter: Filter | None = None, with_vectors: bool = False,
+               batch: int = 512) -> Iterator[Point]: ...
 
     def count(self, filter: Filter | None = None) -> int: ...
 
@@ -99,7 +57,165 @@ class Store(Protocol):
     def optimize(self) -> None:
         """Build indexes now (blocking). A no-op where the backend does it by itself."""
 
+
+class Store(Protocol):
+    """A Qdrant: the embedded engine in a directory, or a server."""
+
+    kind: str  # "embedded (Qdrant Edge)" or "qdrant-server", for `xlir info`
+    location: str  # a directory or a URL
+
+    def vectors(self, name: str) -> dict[str, int]:
+        """Collection ``name``'s vectors as {vector name: dim}, {} if it does not exist.
+
+        Cheap (no collection is opened), so callers can learn which model built an index
+        before deciding how to open it.
+        """
+
+    def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> Collection:
+        """A handle on collection ``name`` for ``spec`` (made first when ``create``).
+
+        Raises ModelMismatch when the collection holds another model's vectors or dimension,
+        EmptyIndex when it does not exist and ``create`` is false.
+        """
+
+    def collections(self) -> list[CollectionInfo]:
+        """Every xlir collection with its point counts (opens each one: for `xlir info`)."""
+
     def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class ClosesOnExit:
+    """``with store:`` closes it on the way out (both backends)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+class CollectionBase:
+    """The shared half of a collection handle; subclasses implement the ``_`` calls."""
+
+    thread_safe = False
+    write_streams = 1
+
+    def __init__(self, name: str, vector: str, location: str) -> None:
+        self.name = name
+        self.location = location
+        self._vector = vector  # the named vector this collection holds
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def query(self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
+              min_score: float | None = None) -> list[ScoredPoint]:
+        if limit <= 0:
+            return []
+        return self._nearest(as_floats(vector), limit, self._filter(filter), min_score)
+
+    def recommend(self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
+                  *, limit: int, filter: Filter | None = None, min_score: float | None = None) -> list[ScoredPoint]:
+        return self.query(average_vector(positive, negative), limit=limit, filter=filter, min_score=min_score)
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        if not ids:
+            return []
+        found = {p.id: p for p in self._fetch(list(ids), with_vectors)}
+        return [found[i] for i in ids if i in found]  # the caller's order, missing ids skipped
+
+    def scroll(self, *, filter: Filter | None = None, with_vectors: bool = False,
+               batch: int = 512) -> Iterator[Point]:
+        offset: Any = None
+        flt = self._filter(filter)
+        while True:
+            points, offset = self._page(flt, offset, batch, with_vectors)
+            yield from points
+            if offset is None:
+                return
+
+    def count(self, filter: Filter | None = None) -> int:
+        return self._count(self._filter(filter))
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def delete_where(self, filter: Filter) -> None:
+        if filter.is_empty():  # an empty filter matches everything; never what a caller means
+            raise ValueError("delete_where needs a non-empty filter")
+        self._delete_matching(self._filter(filter))
+
+    # -- the payload filter, built from each client's own condition types -------------------
+
+    def _filter(self, filter: Filter | None) -> Any:
+        if filter is None or filter.is_empty():
+            return None
+        must: list[Any] = []
+        # dirs lists every ancestor directory, so "/a/photos" never matches a sibling "/a/photos2"
+        if filter.under:  # a folder (any ancestor) or the file itself
+            under = list(filter.under)
+            must.append(self._any_of([self._match_any("dirs", under), self._match_any("path", under)]))
+        if filter.sha256:
+            must.append(self._match_value("sha256", filter.sha256))
+        if filter.tags:
+            must.append(self._match_any("tags", list(filter.tags)))
+        return self._all_of(must)
+
+    def _point(self, point_id: Any, payload: dict[str, Any] | None, vectors: Any) -> Point:
+        vector = None
+        if vectors and not isinstance(vectors, list) and self._vector in vectors:
+            vector = np.asarray(vectors[self._vector], dtype=np.float32)
+        return Point(str(point_id), vector, payload or {})
+
+    # -- what each backend supplies ---------------------------------------------------------
+
+    def _nearest(self, vector: list[float], limit: int, flt: Any, min_score: float | None) -> list[ScoredPoint]:
+        raise NotImplementedError
+
+    def _fetch(self, ids: list[str], with_vectors: bool) -> list[Point]:
+        raise NotImplementedError
+
+    def _page(self, flt: Any, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Point], Any]:
+        raise NotImplementedError
+
+    def _count(self, flt: Any) -> int:
+        raise NotImplementedError
+
+    def _delete_matching(self, flt: Any) -> None:
+        raise NotImplementedError
+
+    def _match_any(self, key: str, values: list[str]) -> Any:
+        raise NotImplementedError
+
+    def _match_value(self, key: str, value: str) -> Any:
+        raise NotImplementedError
+
+    def _any_of(self, conditions: list[Any]) -> Any:
+        raise NotImplementedError
+
+    def _all_of(self, conditions: list[Any]) -> Any:
+        raise NotImplementedError
+
+
+def average_vector(positive: Sequence[NDArray[np.float32]],
+                   negative: Sequence[NDArray[np.float32]]) -> NDArray[np.float32]:
+    """Qdrant's average_vector recommend strategy: avg(pos) + (avg(pos) - avg(neg)).
+
+    Built here and searched as a plain nearest query on both backends (Edge 0.9 offers only
+    the best_score and sum_scores strategies): with cosine distance that gives the same
+    ranking and scores as a server's average_vector strategy.
+    """
+    if len(positive) == 0:
+        raise BadQuery("a recommend query needs at least one positive example")
+    query = np.mean(np.asarray(positive, dtype=np.float32), axis=0)
+    if len(negative):
+        query = 2 * query - np.mean(np.asarray(negative, dtype=np.float32), axis=0)
+    norm = float(np.linalg.norm(query))
+    if norm < 1e-12:  # negatives cancel the positives: no direction left to search
+        raise BadQuery("the negative examples cancel the positive ones; drop a negative")
+    return (query / norm).astype(np.float32)
 
 
 def as_floats(vector: NDArray[np.float32]) -> list[float]:
@@ -111,3 +227,24 @@ def point_floats(point: Point) -> list[float]:
     if point.vector is None:
         raise ValueError(f"point {point.id} has no vector to upsert")
     return as_floats(point.vector)
+
+
+def mismatch_message(collection: str, vectors: dict[str, int], spec: ModelSpec) -> str:
+    """ModelMismatch text; ``vectors`` maps the collection's vector names to dimensions."""
+    if len(vectors) != 1:
+        found = ", ".join(f"{name or '<unnamed>'} ({dim}-d)" for name, dim in vectors.items())
+        return (
+            f"collection {collection!r} was not made by xlir (vectors: {found or 'none'}); "
+            f"use --collection NEW to index with {spec.id} ({spec.dim}-d)"
+        )
+    (model, dim), = vectors.items()
+    return (
+        f"collection {collection!r} was built with model {model} ({dim}-d); "
+        f"search it with --model {model}, or use --collection NEW to index with "
+        f"{spec.id} ({spec.dim}-d)"
+    )
+
+
+def missing_message(collection: str, location: str) -> str:
+    """EmptyIndex text for a collection that does not exist yet."""
+    return f"no index yet at {location} (collection {collection!r}): run `xlir index PATH` first"

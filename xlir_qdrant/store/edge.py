@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import qdrant_edge as qe
-from numpy.typing import NDArray
 
-from ..errors import BadQuery, ConfigError, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
-from ..records import Filter, ModelSpec, Point, ScoredPoint
-from . import mismatch_message, missing_message
-from .base import INDEXED_KEYWORDS, ClosesOnExit, CollectionInfo, as_floats, point_floats
+from ..errors import ConfigError, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
+from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
+from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .lock import DirLock, locked_message
+from .schema import INDEXED_KEYWORDS
 
 OPTIMIZE_AFTER = 20_000  # points outside the HNSW index before optimize() pays off (see above)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -40,12 +38,9 @@ _CONFIG_FILE = "edge_config.json"  # where Edge persists a shard's config; it ha
 class EdgeStore(ClosesOnExit):
     """Collections as Edge shards under ``root``; holds ``root/xlir.lock`` until close()."""
 
-    thread_safe = False  # one shard object: callers take turns
-    write_streams = 1
+    kind = "embedded (Qdrant Edge)"
 
-    def __init__(
-        self, root: Path, *, purpose: str | None = None, optimize_after: int = OPTIMIZE_AFTER
-    ) -> None:
+    def __init__(self, root: Path, *, purpose: str | None = None, optimize_after: int = OPTIMIZE_AFTER) -> None:
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
         self._optimize_after = optimize_after
@@ -54,50 +49,38 @@ class EdgeStore(ClosesOnExit):
             self._lock: DirLock | None = DirLock(self.root, purpose)
         except OSError as exc:  # not a directory, read-only, no permission
             raise StoreUnavailable(
-                f"cannot open store {self.root}: {exc.strerror or exc}; "
-                f"use --store to pick another directory"
+                f"cannot open store {self.root}: {exc.strerror or exc}; use --store to pick another directory"
             ) from exc
-        self._shard: qe.EdgeShard | None = None
-        self._name = ""
-        self._vector = ""
-
-    # -- lifecycle ------------------------------------------------------------------------
+        self._handles: dict[str, EdgeCollection] = {}
 
     def vectors(self, name: str) -> dict[str, int]:
         return _read_vectors(self._collection_dir(name))
 
-    def ensure_collection(self, name: str, spec: ModelSpec, *, create: bool = True) -> None:
+    def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> EdgeCollection:
+        if self._lock is None:
+            raise RuntimeError("EdgeStore is closed")
         path = self._collection_dir(name)
         existing = _read_vectors(path)
         if existing and existing != {spec.vector_name: spec.dim}:
             raise ModelMismatch(mismatch_message(name, existing, spec))
         if not existing and not create:
             raise EmptyIndex(missing_message(name, self.location))
-        if self._shard is not None and self._name == name:
-            return  # already open for this model (checked above)
-        self._close_shard()
+        if name in self._handles:
+            return self._handles[name]  # already open for this model (checked above)
         config = _edge_config(spec, self._optimize_after)
         try:
             # Loading with our config re-checks compatibility and records the current
             # optimizer policy; create() refuses a directory that already holds segments.
-            if existing:
-                shard = qe.EdgeShard.load(str(path), config)
-            else:
-                shard = qe.EdgeShard.create(str(path), config)
+            shard = qe.EdgeShard.load(str(path), config) if existing else qe.EdgeShard.create(str(path), config)
         except Exception as exc:  # Edge raises bare Exception; its text says which case
             raise self._translate(exc, name, spec) from exc
         indexed = set(shard.info().payload_schema)
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
-                keyword = qe.PayloadSchemaType.Keyword
-                shard.update(qe.UpdateOperation.create_field_index(field, keyword))
-        self._shard, self._name, self._vector = shard, name, spec.vector_name
-
-    def close(self) -> None:
-        self._close_shard()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+                shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        handle = EdgeCollection(shard, name, spec.vector_name, self.location, self._optimize_after)
+        self._handles[name] = handle
+        return handle
 
     def collections(self) -> list[CollectionInfo]:
         infos = []
@@ -107,117 +90,25 @@ class EdgeStore(ClosesOnExit):
                 continue
             (model, dim), = vectors.items()
             info = self._shard_info(path)
-            infos.append(CollectionInfo(path.name, model, dim, info.points_count,
-                                        info.indexed_vectors_count))
+            infos.append(CollectionInfo(path.name, model, dim, info.points_count, info.indexed_vectors_count))
         return infos
 
-    # -- writes -------------------------------------------------------------------------
-
-    def upsert(self, points: Sequence[Point]) -> None:
-        if not points:
-            return
-        batch = [
-            qe.Point(p.id, {self._vector: point_floats(p)}, dict(p.payload)) for p in points
-        ]
-        self._open().update(qe.UpdateOperation.upsert_points(batch))
-
-    def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._open().update(qe.UpdateOperation.delete_points(list(ids)))
-
-    def delete_where(self, filter: Filter) -> None:
-        if filter.is_empty():  # an empty filter matches everything; never what a caller means
-            raise ValueError("delete_where needs a non-empty filter")
-        self._open().update(qe.UpdateOperation.delete_points_by_filter(_conditions(filter)))
-
-    # -- reads --------------------------------------------------------------------------
-
-    def query(
-        self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
-        min_score: float | None = None,
-    ) -> list[ScoredPoint]:
-        if limit <= 0:
-            return []
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(as_floats(vector), using=self._vector),
-            filter=_edge_filter(filter),
-            score_threshold=min_score,
-            with_payload=True,
-        )
-        return [
-            ScoredPoint(str(hit.id), float(hit.score), hit.payload or {})
-            for hit in self._open().query(request)
-        ]
-
-    def recommend(
-        self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
-        *, limit: int, filter: Filter | None = None, min_score: float | None = None,
-    ) -> list[ScoredPoint]:
-        return self.query(
-            average_vector(positive, negative), limit=limit, filter=filter, min_score=min_score
-        )
-
-    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
-        if not ids:
-            return []
-        records = self._open().retrieve(
-            list(ids), with_payload=True, with_vector=[self._vector] if with_vectors else False
-        )
-        found = {str(r.id): self._point(r, with_vectors) for r in records}
-        return [found[i] for i in ids if i in found]  # the caller's order, missing ids skipped
-
-    def scroll(
-        self, *, filter: Filter | None = None, with_vectors: bool = False, batch: int = 512
-    ) -> Iterator[Point]:
-        offset: Any = None
-        while True:
-            records, offset = self._open().scroll(qe.ScrollRequest(
-                offset=offset, limit=batch, filter=_edge_filter(filter), with_payload=True,
-                with_vector=[self._vector] if with_vectors else False,
-            ))
-            for record in records:
-                yield self._point(record, with_vectors)
-            if offset is None:
-                return
-
-    def count(self, filter: Filter | None = None) -> int:
-        return int(self._open().count(qe.CountRequest(exact=True, filter=_edge_filter(filter))))
-
-    # -- indexing -----------------------------------------------------------------------
-
-    def needs_optimize(self) -> bool:
-        # Deleted points still count as indexed until a vacuum, so after heavy deletes this
-        # undercounts the new points; the next large batch still trips it.
-        info = self._open().info()
-        return info.points_count - info.indexed_vectors_count >= self._optimize_after
-
-    def optimize(self) -> None:
-        self._open().optimize()
-
-    # -- helpers ------------------------------------------------------------------------
-
-    def _open(self) -> qe.EdgeShard:
-        if self._shard is None:
-            raise RuntimeError("EdgeStore: call ensure_collection() first (or the store is closed)")
-        return self._shard
-
-    def _close_shard(self) -> None:
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            shard.flush()
-            shard.close()
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _collection_dir(self, name: str) -> Path:
         if not _SAFE_NAME.fullmatch(name):
-            raise ConfigError(
-                f"collection name {name!r} is not usable; use letters, digits, '_', '-' and '.'"
-            )
+            raise ConfigError(f"collection name {name!r} is not usable; use letters, digits, '_', '-' and '.'")
         return self.root / "collections" / name
 
     def _shard_info(self, path: Path) -> Any:
-        if self._shard is not None and path.name == self._name:
-            return self._shard.info()
+        if path.name in self._handles:
+            return self._handles[path.name].info()
         try:
             shard = qe.EdgeShard.load(str(path))
         except Exception as exc:
@@ -230,43 +121,92 @@ class EdgeStore(ClosesOnExit):
         finally:
             shard.close()
 
-    def _point(self, record: Any, with_vectors: bool) -> Point:
-        vector = None
-        if with_vectors and record.vector:
-            vector = np.asarray(record.vector[self._vector], dtype=np.float32)
-        return Point(str(record.id), vector, record.payload or {})
-
     def _translate(self, exc: Exception, name: str, spec: ModelSpec) -> Exception:
         text = str(exc)
         if "WouldBlock" in text:  # Edge's WAL lock: a process that skipped our lock file
             return StoreLocked(locked_message(self.root, None, None))
         if "incompatible" in text.lower():
-            vectors = _read_vectors(self._collection_dir(name))
-            return ModelMismatch(mismatch_message(name, vectors, spec))
+            return ModelMismatch(mismatch_message(name, _read_vectors(self._collection_dir(name)), spec))
         return StoreUnavailable(
-            f"cannot open collection {name!r} in store {self.root}: {text}; "
-            f"use --store to pick another directory"
+            f"cannot open collection {name!r} in store {self.root}: {text}; use --store to pick another directory"
         )
 
 
-def average_vector(
-    positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]]
-) -> NDArray[np.float32]:
-    """Qdrant's average_vector recommend strategy: avg(pos) + (avg(pos) - avg(neg)).
+class EdgeCollection(CollectionBase):
+    """One open Edge shard; one call at a time (the caller serialises threads)."""
 
-    Edge 0.9 offers only the best_score and sum_scores strategies, so the query vector is
-    built here and searched as a plain nearest query; with cosine distance that gives the
-    same ranking and scores as the server's average_vector strategy.
-    """
-    if len(positive) == 0:
-        raise BadQuery("a recommend query needs at least one positive example")
-    query = np.mean(np.asarray(positive, dtype=np.float32), axis=0)
-    if len(negative):
-        query = 2 * query - np.mean(np.asarray(negative, dtype=np.float32), axis=0)
-    norm = float(np.linalg.norm(query))
-    if norm < 1e-12:  # negatives cancel the positives: no direction left to search
-        raise BadQuery("the negative examples cancel the positive ones; drop a negative")
-    return (query / norm).astype(np.float32)
+    def __init__(self, shard: qe.EdgeShard, name: str, vector: str, location: str, optimize_after: int) -> None:
+        super().__init__(name, vector, location)
+        self._shard: qe.EdgeShard | None = shard
+        self._optimize_after = optimize_after
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        if points:
+            batch = [qe.Point(p.id, {self._vector: point_floats(p)}, dict(p.payload)) for p in points]
+            self._live().update(qe.UpdateOperation.upsert_points(batch))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._live().update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def needs_optimize(self) -> bool:
+        # Deleted points still count as indexed until a vacuum, so after heavy deletes this
+        # undercounts the new points; the next large batch still trips it.
+        info = self._live().info()
+        return info.points_count - info.indexed_vectors_count >= self._optimize_after
+
+    def optimize(self) -> None:
+        self._live().optimize()
+
+    def info(self) -> Any:
+        return self._live().info()
+
+    def close(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            shard.flush()
+            shard.close()
+
+    def _live(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError(f"collection {self.name!r} is closed")
+        return self._shard
+
+    # -- CollectionBase ---------------------------------------------------------------------
+
+    def _nearest(self, vector: list[float], limit: int, flt: Any, min_score: float | None) -> list[ScoredPoint]:
+        request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=self._vector), filter=flt,
+                                  score_threshold=min_score, with_payload=True)
+        return [ScoredPoint(str(hit.id), float(hit.score), hit.payload or {}) for hit in self._live().query(request)]
+
+    def _fetch(self, ids: list[str], with_vectors: bool) -> list[Point]:
+        records = self._live().retrieve(ids, with_payload=True, with_vector=[self._vector] if with_vectors else False)
+        return [self._point(r.id, r.payload, r.vector if with_vectors else None) for r in records]
+
+    def _page(self, flt: Any, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Point], Any]:
+        records, offset = self._live().scroll(qe.ScrollRequest(
+            offset=offset, limit=limit, filter=flt, with_payload=True,
+            with_vector=[self._vector] if with_vectors else False,
+        ))
+        return [self._point(r.id, r.payload, r.vector if with_vectors else None) for r in records], offset
+
+    def _count(self, flt: Any) -> int:
+        return int(self._live().count(qe.CountRequest(exact=True, filter=flt)))
+
+    def _delete_matching(self, flt: Any) -> None:
+        self._live().update(qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _match_any(self, key: str, values: list[str]) -> Any:
+        return qe.FieldCondition(key, match=qe.MatchAny(values))
+
+    def _match_value(self, key: str, value: str) -> Any:
+        return qe.FieldCondition(key, match=qe.MatchValue(value))
+
+    def _any_of(self, conditions: list[Any]) -> Any:
+        return qe.Filter(should=conditions)
+
+    def _all_of(self, conditions: list[Any]) -> Any:
+        return qe.Filter(must=conditions)
 
 
 def _edge_config(spec: ModelSpec, optimize_after: int) -> qe.EdgeConfig:
@@ -288,23 +228,3 @@ def _read_vectors(path: Path) -> dict[str, int]:
         return {}
     vectors = data.get("vectors") or {}
     return {name: int(params["size"]) for name, params in vectors.items()}
-
-
-def _edge_filter(filter: Filter | None) -> qe.Filter | None:
-    return None if filter is None or filter.is_empty() else _conditions(filter)
-
-
-def _conditions(filter: Filter) -> qe.Filter:
-    must: list[Any] = []
-    # dirs lists every ancestor directory, so "/a/photos" never matches a sibling "/a/photos2"
-    if filter.under:  # a folder (any ancestor) or the file itself
-        under = list(filter.under)
-        must.append(qe.Filter(should=[qe.FieldCondition("dirs", match=qe.MatchAny(under)),
-                                      qe.FieldCondition("path", match=qe.MatchAny(under))]))
-    if filter.paths:
-        must.append(qe.FieldCondition("path", match=qe.MatchAny(list(filter.paths))))
-    if filter.sha256:
-        must.append(qe.FieldCondition("sha256", match=qe.MatchValue(filter.sha256)))
-    if filter.tags:
-        must.append(qe.FieldCondition("tags", match=qe.MatchAny(list(filter.tags))))
-    return qe.Filter(must=must)

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from ..errors import BadQuery
-from ..records import Tag
-
-
-@dataclass(frozen=True, slots=True)
-class TagResult:
-    path: str
-    source: str  # "index" (stored vector) or "file" (embedded now, not stored)
-    tags: list[Tag] = field(default_factory=list)
-
-    def to_dicts(self) -> list[dict[str, Any]]:
-        return [{"path": self.path, "source": self.source, **t.to_dict()} for t in self.tags]
 
 
 def resolve_tag(text: str) -> str:

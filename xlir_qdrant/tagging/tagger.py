@@ -86,12 +86,12 @@ def tag_matrix(encoder: Encoder, concepts: Sequence[Concept], lang: str) -> NDAr
 class Tagger:
     """Tags for image vectors of one encoder, over the shipped vocabulary or a user's."""
 
-    def __init__(self, encoder: Encoder, vocabulary: Sequence[Concept], *, aligned: bool = True) -> None:
+    def __init__(self, encoder: Encoder, vocabulary: Sequence[Concept]) -> None:
         self.encoder = encoder
         self.vocabulary = list(vocabulary)
-        self.aligned = aligned
         self.defaults = defaults_for(encoder.spec.id)
         self._english: NDArray[np.float32] | None = None
+        self.key = self._key()
 
     @property
     def english(self) -> NDArray[np.float32]:
@@ -131,7 +131,7 @@ class Tagger:
                         for r, i in enumerate(order) if row[i] >= min_score])
         return out
 
-    def key(self) -> str:
+    def _key(self) -> str:
         """Identifies what top_ids() computes: stored tags made under another key are stale."""
         d = self.defaults
         blob = "\x1f".join([self.encoder.spec.id, str(d.top_k), str(d.min_score), *TEMPLATES["en"],

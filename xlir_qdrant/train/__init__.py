@@ -1,18 +1,11 @@
 """The paper's recipe: English-only training of a text head and image projection over frozen
 towers, with the PATR and M3 ranking losses (docs/training.md).
 
-    from xlir_qdrant.train import TrainConfig, load_pairs, run
+    from xlir_qdrant.train.config import TrainConfig
+    from xlir_qdrant.train.data import load_pairs
+    from xlir_qdrant.train.loop import run
     report = run(load_pairs("pairs.tsv"), Path("ckpt"), TrainConfig(loss="m3", epochs=5))
 
-Import the submodules for the parts: losses, data, features, model, loop, checkpoint.
+The parts: config (TrainConfig, no torch), data, losses, features, loop, checkpoint. Nothing is
+imported here, so reading the configuration never loads torch.
 """
-
-from __future__ import annotations
-
-from .data import DataError, PairSet, load_coco, load_pairs, split_by_image
-from .loop import FeatureSet, TrainConfig, TrainEvent, TrainReport, TrainResult, run, train
-
-__all__ = [
-    "DataError", "FeatureSet", "PairSet", "TrainConfig", "TrainEvent", "TrainReport", "TrainResult",
-    "load_coco", "load_pairs", "run", "split_by_image", "train",
-]

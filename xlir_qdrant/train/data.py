@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import XlirError
-from ..ingest.scan import index_files, resolve_path
+from ..images.files import files_by_name, resolve_path
 
 
 class DataError(XlirError):
@@ -42,16 +42,6 @@ class PairSet:
 
     def __len__(self) -> int:
         return len(self.captions)
-
-    def subset(self, image_indices: Iterable[int]) -> PairSet:
-        """The pairs of the given images (in that order), with images renumbered from 0."""
-        keep = list(image_indices)
-        renumber = np.full(len(self.images), -1, np.int64)
-        renumber[keep] = np.arange(len(keep))
-        mapped = renumber[self.caption_image]
-        rows = np.flatnonzero(mapped >= 0)
-        return PairSet(tuple(self.images[i] for i in keep), tuple(self.captions[i] for i in rows),
-                       mapped[rows])
 
 
 def from_pairs(pairs: Iterable[tuple[str, str]]) -> PairSet:
@@ -95,7 +85,7 @@ def load_coco(captions_json: Path, images_root: Path) -> PairSet:
             found[name] = str(direct)
             continue
         if deep is None:
-            deep = index_files(root)
+            deep = files_by_name(root)
         if Path(name).name in deep:
             found[name] = deep[Path(name).name]
     pairs = [(found[names[i]], cap) for i, cap in annotations if i in names and names[i] in found]
@@ -151,10 +141,3 @@ def split_images(n_images: int, val_fraction: float, seed: int) -> tuple[list[in
         n_val = min(max(n_val, 1), n_images - 1)
     order = np.random.default_rng(seed).permutation(n_images)
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
-
-
-def split_by_image(pairs: PairSet, val_fraction: float, seed: int) -> tuple[PairSet, PairSet]:
-    """(train, validation) with disjoint images: captions of one photo never straddle the split,
-    so validation recall measures retrieval of unseen images, not memorised ones."""
-    train, val = split_images(len(pairs.images), val_fraction, seed)
-    return pairs.subset(train), pairs.subset(val)

@@ -21,52 +21,14 @@ import torch
 from numpy.typing import NDArray
 
 from ..encoders.base import resolve_device
+from ..encoders.head import HeadConfig, JointModel
 from ..errors import ConfigError
 from ..eval.recall import retrieval_recall
+from .checkpoint import final_metrics, save
 from .data import DataError, PairSet, split_images
-from .losses import LOSSES, MINING_MODES, ranking_loss
-from .model import HeadConfig, JointModel
-
-
-@dataclass(frozen=True, slots=True)
-class TrainConfig:
-    """Everything that decides the trained weights (saved as train-config.json)."""
-
-    loss: str = "m3"
-    margin: float = 0.4
-    text_margin: float = 0.6
-    m3_weight: float = 0.5
-    mining: str = "hardest"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    epochs: int = 10
-    warmup: float = 0.05  # below 1: a fraction of all steps; from 1: a number of steps
-    seed: int = 0
-    dim: int = 512
-    hidden: int = 1024
-    dropout: float = 0.1
-    image_projection: bool = True
-    val_fraction: float = 0.05
-    val_max_images: int = 1000  # validation recall over at most this many images (COCO "1K")
-
-    def validate(self) -> None:
-        problems = []
-        if self.loss not in LOSSES:
-            problems.append(f"--loss {self.loss!r} (use {' or '.join(LOSSES)})")
-        if self.mining not in MINING_MODES:
-            problems.append(f"--mining {self.mining!r} (use {', '.join(MINING_MODES)})")
-        if self.batch_size < 2:
-            problems.append("--batch-size below 2 (in-batch negatives need company)")
-        if self.epochs < 1 or self.dim < 1 or self.hidden < 1 or self.lr <= 0:
-            problems.append("--epochs, --dim, --hidden and --lr must be positive")
-        if not 0 <= self.margin <= 2 or not 0 <= self.text_margin <= 2:
-            problems.append("margins are cosine distances, in [0, 2]")
-        if problems:
-            raise ConfigError("invalid training settings: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from .features import image_features, image_tower, text_features, text_tower
+from .config import TrainConfig
+from .losses import ranking_loss
 
 
 @dataclass(frozen=True)
@@ -119,11 +81,6 @@ class TrainEvent:
 
 
 Progress = Callable[[TrainEvent], None]
-
-
-def final_metrics(history: list[dict[str, float]]) -> dict[str, float]:
-    """The last epoch's row of a training history (a copy), or {} before any epoch."""
-    return dict(history[-1]) if history else {}
 
 
 @dataclass
@@ -305,9 +262,7 @@ def run(
     device: str = "auto", workers: int | None = None, use_cache: bool = True, progress: Progress | None = None,
 ) -> TrainReport:
     """The paper's recipe end to end: frozen features, split by image, train, save a checkpoint."""
-    from ..encoders.specs import DEFAULT_MODEL
-    from .checkpoint import save
-    from .features import image_featurizer, image_features, text_featurizer, text_features
+    from ..encoders.registry import DEFAULT_MODEL
 
     config.validate()
     emit = progress or (lambda _e: None)
@@ -315,8 +270,8 @@ def run(
     device = resolve_device(device)
     image_model = image_model or DEFAULT_MODEL
     emit(TrainEvent("stage", stage="loading frozen towers"))
-    img = image_featurizer(image_model, device)
-    txt = text_featurizer(text_encoder, device)
+    img = image_tower(image_model, device)
+    txt = text_tower(text_encoder, device)
 
     emit(TrainEvent("stage", stage="image features", total=len(pairs.images)))
     skipped: list[str] = []
@@ -342,7 +297,7 @@ def run(
     train_set = everything.subset(train_idx)
     val_set = everything.subset(val_idx) if val_idx else None
     result = train(train_set, val_set, config, device=device, progress=emit)
-    model_id = save(out, result.model, config=config, history=result.history, image_key=img.key,
+    model_id = save(out, result.model, config=config.to_dict(), history=result.history, image_key=img.key,
                     image_model=image_model, text_encoder=text_encoder, text_key=txt.key,
                     languages=txt.languages)
     emit(TrainEvent("saved", path=str(out)))

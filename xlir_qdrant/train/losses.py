@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import torch
 
-MINING_MODES: tuple[str, ...] = ("hardest", "semihard", "all")
-LOSSES: tuple[str, ...] = ("patr", "m3")
+from .config import LOSSES, MINING_MODES
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -35,12 +35,6 @@ class RawJpeg:
     orientation: int
 
 
-def pixel_spec(encoder: object) -> PixelSpec | None:
-    """The encoder's preprocessing as a PixelSpec, or None when it cannot say."""
-    spec = getattr(encoder, "pixel_spec", None)
-    return spec() if callable(spec) else None
-
-
 def raw_jpeg(data: bytes, orientation: int, device: str) -> RawJpeg:
     import torch
 

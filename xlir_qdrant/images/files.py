@@ -78,13 +78,7 @@ def scan(
         stack.extend(reversed(subdirs))
 
 
-def ancestors(path: str) -> list[str]:
-    """Every directory above ``path``, root first: the payload behind "under this folder"."""
-    parts = Path(path).parents
-    return [str(p) for p in reversed(parts)]
-
-
-def index_files(root: Path) -> dict[str, str]:
+def files_by_name(root: Path) -> dict[str, str]:
     """File name -> path for every file below ``root`` (first one wins on duplicates): how
     caption sets that name images by file name find them."""
     out: dict[str, str] = {}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_MEGAPIXELS = 150.0
+from ..config import DEFAULT_MAX_MEGAPIXELS
+from ..errors import XlirError
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME = 0x0132
@@ -27,12 +28,6 @@ class Decoded:
     width: int  # of the original file, upright
     height: int
     taken_at: str | None
-
-
-def decode_side(encoder: object) -> int:
-    """The short side to decode at for ``encoder``: its input size plus the margin its centre
-    crop cuts (224 + 32 when the encoder does not say)."""
-    return int(getattr(encoder, "input_size", 224)) + 32
 
 
 def sha256_file(path: str) -> str:
@@ -115,6 +110,19 @@ def _open(source: Path | io.BytesIO, max_megapixels: float) -> tuple[Image.Image
     except (OSError, SyntaxError, ValueError) as exc:
         im.close()
         raise DecodeError(_decode_reason(exc)) from None
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why one file could not be used, in one line: whatever went wrong reading or decoding it."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, XlirError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _decode_reason(exc: BaseException) -> str:

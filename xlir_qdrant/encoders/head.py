@@ -1,11 +1,12 @@
 """The trainable part of the paper's model: a text head and an image projection into one space.
 
-Both towers below are frozen (features.py); only these small layers learn. The text head is a
-2-layer MLP with a residual path whose last layer starts at zero: with a 512-d mUSE input and
-a 512-d joint space the untrained head *is* mUSE, and training moves it only as far as the
-English captions ask. mUSE's alignment across languages lives in that input space, so a head
-that stays near it keeps other languages close to their English translations (the zero-shot
-transfer the paper relies on).
+`xlir train` fits them (train/); checkpoints run them (checkpoint.py), which is why they live
+with the encoders: inference never imports the training code. Both towers below are frozen;
+only these small layers learn. The text head is a 2-layer MLP with a residual path whose last
+layer starts at zero: with a 512-d mUSE input and a 512-d joint space the untrained head *is*
+mUSE, and training moves it only as far as the English captions ask. mUSE's alignment across
+languages lives in that input space, so a head that stays near it keeps other languages close
+to their English translations (the zero-shot transfer the paper relies on).
 """
 
 from __future__ import annotations

@@ -1,0 +1,158 @@
+"""The photo commands: index, search, tag, remove, info, models. Each parses its options, calls
+one facade method and renders the record it returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from xlir_qdrant.config import Overrides
+from xlir_qdrant.index import list_models
+
+from .app import CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
+from .render import (
+    IndexProgress, collections_table, hits_table, index_summary, info_lines, models_table, print_json_lines,
+    tags_table,
+)
+
+
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or image files to index (recursively).", show_default=False)],
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call \\[default: 32].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads \\[default: one per core, up to 8].", show_default=False)] = None,
+    hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders (names starting with '.').")] = False,
+    max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this \\[default: 150].", show_default=False)] = None,
+    keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Embed photos and store them in the index; re-running only handles what changed.
+
+    Unchanged files are skipped without being opened, moved or copied files reuse their
+    stored vector, and files that vanished from an indexed folder are removed. A file that
+    cannot be read is skipped with one line saying why. Interrupting loses nothing stored.
+
+    Examples:  xlir index ~/Pictures     xlir index ./trip --device cuda --batch-size 128
+    """
+    settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
+                         batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
+    with errors():
+        with open_index("xlir index", settings) as idx:
+            run = idx.runtime()
+            ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
+                         f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
+            with IndexProgress(ui.err) as bar:
+                report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing)
+        if json:
+            print_json_lines(ui.out, [report.to_dict()])
+        else:
+            ui.out.print(index_summary(report), highlight=False)
+
+
+def search(
+    query: Annotated[Optional[str], typer.Argument(help="What to look for, in any language the model knows.", show_default=False)] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results.")] = 10,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine).", show_default=False)] = None,
+    lang: Annotated[Optional[str], typer.Option("--lang", help="Query language (ISO 639-1, e.g. de); models that need it detect it otherwise.", show_default=False)] = None,
+    under: Annotated[Optional[list[Path]], typer.Option("--in", help="Only photos under this folder (repeatable).", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
+    negative: Annotated[Optional[list[str]], typer.Option("--not", help="Push results away from this (repeatable).", show_default=False)] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only photos tagged with this at index time: a tag id or a name in any vocabulary language (repeatable: any of them).", show_default=False)] = None,
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
+    device: DeviceOpt = None, json: JsonOpt = False,
+) -> None:
+    """Find photos by a description in any language, or by a similar image.
+
+    Examples:  xlir search "perro en la playa"     xlir search "Katze" --in ~/Pictures/2024
+    xlir search "a cup of coffee" --not "tea" --json     xlir search --image cat.jpg -k 5
+    xlir search --tag Katze     xlir search "am Strand" --tag dog
+    """
+    settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
+    with errors():
+        with open_index("xlir search", settings) as idx, first_use(idx, needed=image is not None):
+            result = idx.search(query, image=image, negatives=negative or (), top_k=top_k, min_score=min_score,
+                                lang=lang, under=under or (), tags=tag or ())
+        if json:
+            print_json_lines(ui.out, (h.to_dict() for h in result.hits))
+            return
+        if result.lang and not lang:
+            ui.err.print(f"query language: {result.lang} (detected; set --lang to override)", highlight=False,
+                         soft_wrap=True)
+        if not result.hits:
+            ui.err.print("no matches" + (" above --min-score" if min_score is not None else ""))
+            return
+        ui.out.print(hits_table(result.hits))
+
+
+def tag(
+    files: Annotated[list[Path], typer.Argument(help="Images to tag: indexed ones use their stored vector, others are embedded now (not stored).", show_default=False)],
+    lang: Annotated[str, typer.Option("--lang", "-l", help="Tag language: en de fr es it ja ko pl ru tr zh (any language with --vocab).")] = "en",
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many tags per image \\[default: per model].", show_default=False)] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop tags scoring below this \\[default: per model].", show_default=False)] = None,
+    vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Your own tags: a text file, one tag per line (optionally ID<TAB>tag), any language.", show_default=False)] = None,
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
+    device: DeviceOpt = None, json: JsonOpt = False,
+) -> None:
+    """Tag photos in a language of your choice, zero-shot.
+
+    The built-in vocabulary has 665 everyday concepts named in 11 languages; --vocab takes
+    your own list in any language (scored with the paper's cross-lingual combination).
+
+    Examples:  xlir tag cat.jpg --lang de     xlir tag ~/Pictures/*.jpg -l ja --json
+    xlir tag beach.jpg --vocab my-tags.txt --lang pt
+    """
+    settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
+    with errors(), open_index("xlir tag", settings) as idx:
+        with first_use(idx):
+            results = idx.tag(files, lang=lang, top_k=top_k, min_score=min_score, vocab=vocab)
+        if json:
+            print_json_lines(ui.out, (row for r in results for row in r.to_dicts()))
+            return
+        for r in results:
+            ui.out.print(tags_table(r))
+
+
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to forget (files on disk are not touched).", show_default=False)],
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None,
+) -> None:
+    """Remove images from the index (never from disk)."""
+    with errors(), open_index("xlir remove", Overrides(store=store, qdrant_url=qdrant_url, collection=collection)) as idx:
+        n = idx.remove(paths)
+        ui.out.print(f"removed {n} images from the index")
+
+
+def info(store: StoreOpt = None, qdrant_url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Where the index is, its collections, points per model, and the compute device."""
+    with errors(), open_index("xlir info", Overrides(store=store, qdrant_url=qdrant_url)) as idx:
+        stats = idx.stats()
+        if json:
+            print_json_lines(ui.out, [stats.to_dict()])
+            return
+        for line in info_lines(stats):
+            ui.out.print(line, highlight=False)
+        if stats.collections:
+            ui.out.print(collections_table(stats))
+        else:
+            ui.out.print("no collections yet: run `xlir index PATH`")
+
+
+def models(json: JsonOpt = False) -> None:
+    """The model registry, and whether each model can run here right now, offline.
+
+    Bundled models need no network; hub models download once on first use (see README).
+    --json adds licence and description.
+    """
+    rows = list_models()
+    if json:
+        print_json_lines(ui.out, (r.to_dict() for r in rows))
+        return
+    ui.out.print(models_table(rows))
+
+
+def register(app: typer.Typer) -> None:
+    for command in (index, search, tag, remove, info, models):
+        app.command()(command)
