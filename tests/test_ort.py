@@ -116,7 +116,20 @@ def test_torn_cache_file_is_exported_again(tmp_path: Path) -> None:
         want = Tiny()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(net(x), want, atol=1e-5)
     assert path.stat().st_size > 100
-    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx", "tiny.onnx.sha256"]  # no temp file left
+
+
+def test_a_cached_network_altered_after_it_was_made_is_made_again(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    ort.cached_net(path, _export_tiny)
+    made = path.read_bytes()
+    other = tmp_path / "other.onnx"
+    ort.export(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(2), torch.nn.AdaptiveAvgPool1d(1),
+                                   torch.nn.Flatten()), other, (2, 3, 8, 8))
+    path.write_bytes(other.read_bytes())  # a valid network, but not the one this cache made
+    calls = []
+    ort.cached_net(path, lambda p: (calls.append(p), _export_tiny(p)))
+    assert calls == [path] and path.read_bytes() == made
 
 
 def test_an_export_that_disagrees_is_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

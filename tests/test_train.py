@@ -265,7 +265,7 @@ def test_text_features_are_cached_per_caption_list(tiny_hf: Path, tmp_path: Path
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
     enc = text_tower(str(tiny_hf))
     a = text_features(["a red dog", "the cat"], enc)
-    assert len(list((tmp_path / "features").rglob("texts-*.npy"))) == 1
+    assert len(list((tmp_path / "features").rglob("texts-*.npz"))) == 1
     np.testing.assert_array_equal(text_features(["a red dog", "the cat"], enc), a)
 
 

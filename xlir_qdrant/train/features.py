@@ -55,7 +55,7 @@ def text_features(
     for start in range(0, len(texts), chunk):
         block = list(texts[start : start + chunk])
         digest = hashlib.sha256("\n".join([tower.key, *block]).encode()).hexdigest()[:32]
-        path = root / f"texts-{digest}.npy"
+        path = root / f"texts-{digest}.npz"
         cached = load_array(path, (len(block), tower.dim)) if use_cache else None
         if cached is None:
             cached = np.asarray(tower.features(block), np.float32)
@@ -88,7 +88,7 @@ def image_features(
             continue
         key = f"{tower.key}|{os.path.abspath(p)}|{st.st_mtime_ns}|{st.st_size}"
         digest = hashlib.sha256(key.encode()).hexdigest()
-        cache = root / digest[:2] / f"{digest}.npy"
+        cache = root / digest[:2] / f"{digest}.npz"
         if use_cache and (row := load_array(cache, (tower.dim,))) is not None:
             out[i], ok[i] = row, True
             if on_advance:
