@@ -3,18 +3,27 @@
 The server builds its HNSW indexes in the background, so optimize() is a no-op here.
 qdrant-client's local mode (":memory:" or a path) is an exact-search emulation meant for
 tests; it ignores payload indexes and holds a file lock on its folder.
+
+A server can fail after it answered once: a 5xx, a stalled response, a dropped connection.
+Every call xlir makes is safe to repeat (upserts carry their ids, deletes name theirs, the rest
+only read), so each is tried up to RETRIES times with a growing pause, and then fails with one
+line that names the server, the operation and what to do. An upsert the server acknowledged is
+stored; the next run skips it.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import httpx
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from ..errors import EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
@@ -24,6 +33,9 @@ from .schema import INDEXED_KEYWORDS
 
 _UPSERT_CHUNK = 256  # keeps one request well under the server's 32 MB body limit at 4096-d
 UPLOAD_STREAMS = 4  # concurrent upserts to a server during ingest
+RETRIES = 4  # tries of one call before it fails
+BACKOFF_S = 0.5  # the first pause between tries; it doubles each time
+T = TypeVar("T")
 
 
 class ServerStore(ClosesOnExit):
@@ -69,36 +81,38 @@ class ServerStore(ClosesOnExit):
         return cls(client, location=str(path))
 
     def vectors(self, name: str) -> dict[str, int]:
-        return self._vectors(name) if self.client.collection_exists(name) else {}
+        return self._vectors(name) if self._exists(name) else {}
 
     def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> ServerCollection:
         self._check_open()
-        if self.client.collection_exists(name):
+        if self._exists(name):
             vectors = self._vectors(name)
             if vectors != {spec.vector_name: spec.dim}:
                 raise ModelMismatch(mismatch_message(name, vectors, spec))
         elif not create:
             raise EmptyIndex(missing_message(name, self.location))
         else:
-            self.client.create_collection(
-                name, vectors_config={spec.vector_name: qm.VectorParams(size=spec.dim, distance=qm.Distance.COSINE)},
-            )
+            vectors = {spec.vector_name: qm.VectorParams(size=spec.dim, distance=qm.Distance.COSINE)}
+            retrying(self.location, "create the collection",
+                     lambda: self.client.create_collection(name, vectors_config=vectors))
             with warnings.catch_warnings():
                 # local mode warns that payload indexes do nothing there; a server uses them
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect")
                 for field in INDEXED_KEYWORDS:
-                    self.client.create_payload_index(name, field, qm.PayloadSchemaType.KEYWORD)
+                    retrying(self.location, "index the payload", lambda f=field: self.client.create_payload_index(
+                        name, f, qm.PayloadSchemaType.KEYWORD))
         return ServerCollection(self, name, spec.vector_name)
 
     def collections(self) -> list[CollectionInfo]:
         infos = []
-        for description in self.client.get_collections().collections:
+        for description in retrying(self.location, "list collections", self.client.get_collections).collections:
             vectors = self._vectors(description.name)
             # A shared server holds other applications' collections; list only xlir-shaped ones.
             if len(vectors) != 1 or "" in vectors:
                 continue
             (model, dim), = vectors.items()
-            info = self.client.get_collection(description.name)
+            info = retrying(self.location, "describe a collection",
+                            lambda n=description.name: self.client.get_collection(n))
             infos.append(CollectionInfo(description.name, model, dim, info.points_count or 0,
                                         info.indexed_vectors_count))
         return sorted(infos, key=lambda i: i.name)
@@ -112,8 +126,19 @@ class ServerStore(ClosesOnExit):
         if self._closed:
             raise RuntimeError("ServerStore is closed")
 
+    def _exists(self, name: str) -> bool:
+        return retrying(self.location, "look up the collection", lambda: self.client.collection_exists(name))
+
+    def damage(self, name: str) -> str:
+        return ""  # a server keeps its own storage sound
+
+    def set_aside(self, name: str, part: str = "") -> Path:
+        raise StoreUnavailable(f"a Qdrant server's collections are repaired on the server ({self.location}), "
+                               f"not by xlir")
+
     def _vectors(self, name: str) -> dict[str, int]:
-        vectors = self.client.get_collection(name).config.params.vectors
+        vectors = retrying(self.location, "describe a collection",
+                           lambda: self.client.get_collection(name)).config.params.vectors
         if isinstance(vectors, qm.VectorParams):
             return {"": vectors.size}
         return {key: params.size for key, params in (vectors or {}).items()}
@@ -133,16 +158,23 @@ class ServerCollection(CollectionBase):
         self._store._check_open()
         return self._store.client
 
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        return retrying(self.location, what, call)
+
+    def flush(self) -> None:
+        return None  # an acknowledged write (wait=True) is in the server's own write-ahead log
+
     def upsert(self, points: Sequence[Point]) -> None:
         for start in range(0, len(points), _UPSERT_CHUNK):
             chunk = points[start:start + _UPSERT_CHUNK]
             structs = [qm.PointStruct(id=p.id, vector={self._vector: point_floats(p)}, payload=dict(p.payload))
                        for p in chunk]
-            self._client.upsert(self.name, points=structs, wait=True)
+            self._retry("store points", lambda s=structs: self._client.upsert(self.name, points=s, wait=True))
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self._client.delete(self.name, qm.PointIdsList(points=list(ids)), wait=True)
+            self._retry("delete points",
+                        lambda: self._client.delete(self.name, qm.PointIdsList(points=list(ids)), wait=True))
 
     def needs_optimize(self) -> bool:
         return False  # the server indexes in the background; local mode has no index at all
@@ -153,26 +185,27 @@ class ServerCollection(CollectionBase):
     # -- CollectionBase ---------------------------------------------------------------------
 
     def _nearest(self, vector: list[float], limit: int, flt: Any, min_score: float | None) -> list[ScoredPoint]:
-        response = self._client.query_points(self.name, query=vector, using=self._vector, query_filter=flt,
-                                             limit=limit, score_threshold=min_score, with_payload=True)
+        response = self._retry("search", lambda: self._client.query_points(
+            self.name, query=vector, using=self._vector, query_filter=flt, limit=limit, score_threshold=min_score,
+            with_payload=True))
         return [ScoredPoint(str(p.id), float(p.score), p.payload or {}) for p in response.points]
 
     def _fetch(self, ids: list[str], with_vectors: bool) -> list[Point]:
-        records = self._client.retrieve(self.name, ids, with_payload=True,
-                                        with_vectors=[self._vector] if with_vectors else False)
+        records = self._retry("read points", lambda: self._client.retrieve(
+            self.name, ids, with_payload=True, with_vectors=[self._vector] if with_vectors else False))
         return [self._point(r.id, r.payload, r.vector if with_vectors else None) for r in records]
 
     def _page(self, flt: Any, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Point], Any]:
-        records, offset = self._client.scroll(self.name, scroll_filter=flt, limit=limit, offset=offset,
-                                              with_payload=True,
-                                              with_vectors=[self._vector] if with_vectors else False)
+        records, offset = self._retry("read points", lambda: self._client.scroll(
+            self.name, scroll_filter=flt, limit=limit, offset=offset, with_payload=True,
+            with_vectors=[self._vector] if with_vectors else False))
         return [self._point(r.id, r.payload, r.vector if with_vectors else None) for r in records], offset
 
     def _count(self, flt: Any) -> int:
-        return self._client.count(self.name, count_filter=flt, exact=True).count
+        return self._retry("count points", lambda: self._client.count(self.name, count_filter=flt, exact=True)).count
 
     def _delete_matching(self, flt: Any) -> None:
-        self._client.delete(self.name, qm.FilterSelector(filter=flt), wait=True)
+        self._retry("delete points", lambda: self._client.delete(self.name, qm.FilterSelector(filter=flt), wait=True))
 
     def _match_any(self, key: str, values: list[str]) -> Any:
         return qm.FieldCondition(key=key, match=qm.MatchAny(any=values))
@@ -185,6 +218,26 @@ class ServerCollection(CollectionBase):
 
     def _all_of(self, conditions: list[Any]) -> Any:
         return qm.Filter(must=conditions)
+
+
+def retrying(url: str, what: str, call: Callable[[], T], *, tries: int = RETRIES, pause: float = BACKOFF_S) -> T:
+    """``call()``, tried again after a transient failure (5xx, 429, timeout, dropped
+    connection, garbled answer); a refusal (4xx) or the last failure becomes one line."""
+    for attempt in range(1, tries + 1):
+        try:
+            return call()
+        except (UnexpectedResponse, ResponseHandlingException, httpx.HTTPError, ValueError) as exc:
+            status = getattr(exc, "status_code", None)
+            if isinstance(exc, UnexpectedResponse) and status is not None and status < 500 and status != 429:
+                raise StoreUnavailable(f"Qdrant at {url} refused to {what} (HTTP {status}: {_reason(exc)[:200]}); "
+                                       f"check --qdrant-url, the API key and the collection") from None
+            if attempt == tries:
+                got = f"HTTP {status}" if status else _reason(exc)[:200]
+                raise StoreUnavailable(f"Qdrant at {url} failed to {what} {tries} times ({got}); check that the "
+                                       f"server is healthy, then run the same command again: what it stored is "
+                                       f"kept and the run resumes") from None
+            time.sleep(pause * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
 
 
 def _reason(exc: BaseException) -> str:
