@@ -5,6 +5,9 @@ main.py puts them together."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,35 @@ class Consoles:
 
 
 ui = Consoles(out=Console(soft_wrap=True), err=Console(stderr=True))
+
+
+class _WarningLine(logging.Handler):
+    """The library's warnings (a cache file rebuilt, a runtime fallen back) as one yellow line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _warn_once(record.getMessage())
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    # One line per kind of warning: Pillow says "Corrupt EXIF data" once per damaged photo.
+    key = re.sub(r"\d+", "N", message.strip().splitlines()[0] if message.strip() else "")
+    if key and key not in _warned:
+        _warned.add(key)
+        ui.err.print("[yellow]warning:[/yellow]", escape(message.strip().splitlines()[0]), highlight=False,
+                     soft_wrap=True)
+
+
+def quiet_libraries() -> None:
+    """Route Python warnings and the library's log through one-line messages, with no source
+    lines or tracebacks (idempotent)."""
+    logger = logging.getLogger("xlir_qdrant")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        logger.addHandler(_WarningLine(level=logging.WARNING))
+        logger.propagate = False
+    warnings.showwarning = lambda message, *_args, **_kw: _warn_once(str(message))
 
 
 @contextlib.contextmanager
@@ -96,3 +128,4 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """Search and tag your photos in any language, on Qdrant."""
+    quiet_libraries()

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from xlir_qdrant.config import Overrides
 from xlir_qdrant.index import list_models
 
 from .app import CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
 from .render import (
-    IndexProgress, collections_table, hits_table, index_summary, info_lines, models_table, print_json_lines,
-    tags_table,
+    CheckProgress, IndexProgress, check_notes, check_table, collections_table, hits_table, index_summary, info_lines,
+    models_table, print_json_lines, tags_table,
 )
 
 
@@ -136,8 +137,39 @@ def info(store: StoreOpt = None, qdrant_url: UrlOpt = None, json: JsonOpt = Fals
             ui.out.print(line, highlight=False)
         if stats.collections:
             ui.out.print(collections_table(stats))
+            for c in stats.collections:
+                if c.problem:
+                    ui.err.print("[red]damaged:[/red]", escape(c.problem), highlight=False, soft_wrap=True)
         else:
             ui.out.print("no collections yet: run `xlir index PATH`")
+
+
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what is wrong: embed damaged points again from their files, remove points whose file is gone, set a store that cannot be opened aside and build it again.")] = False,
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, json: JsonOpt = False,
+) -> None:
+    """Verify every point of the index against its photo, and repair what is wrong.
+
+    A point is sound when its vector is finite and of unit length, its payload is readable,
+    its id is its path's, and its file is still there unchanged. --repair never deletes your
+    data first: a damaged store or log is moved aside, renamed with the date. Exit code 1
+    when problems remain.
+
+    Examples:  xlir check     xlir check --repair     xlir check --json
+    """
+    with errors(), open_index("xlir check", Overrides(store=store, qdrant_url=qdrant_url, collection=collection)) as idx:
+        with CheckProgress(ui.err) as bar, IndexProgress(ui.err) as rebuild:
+            report = idx.check(repair=repair, progress=bar.on_event, index_progress=rebuild.on_event)
+        if json:
+            print_json_lines(ui.out, [report.to_dict()])
+        else:
+            ui.out.print(check_table(report))
+            for line in check_notes(report):
+                ui.out.print(line, highlight=False)
+        if not report.healthy:
+            if not repair:
+                ui.err.print("run `xlir check --repair` to fix it", highlight=False)
+            raise typer.Exit(1)
 
 
 def models(json: JsonOpt = False) -> None:
@@ -154,5 +186,5 @@ def models(json: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    for command in (index, search, tag, remove, info, models):
+    for command in (index, search, tag, remove, info, check, models):
         app.command()(command)

@@ -16,7 +16,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from xlir_qdrant.records import RECALL_METRICS, Hit, IndexStats, IngestEvent, IngestReport, ModelRow, TagResult
+from xlir_qdrant.records import (
+    RECALL_METRICS, CheckEvent, CheckReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow, TagResult,
+)
 
 
 def human_size(n: int) -> str:
@@ -82,7 +84,8 @@ def info_lines(stats: IndexStats) -> list[str]:
 def collections_table(stats: IndexStats) -> Table:
     table = Table("collection", "model", "dim", "images", "HNSW-indexed", header_style="bold")
     for c in stats.collections:
-        table.add_row(c.name, c.model, str(c.dim), str(c.points), "" if c.indexed_vectors is None else str(c.indexed_vectors))
+        points = "[red]damaged[/red]" if c.problem else str(c.points)
+        table.add_row(c.name, c.model, str(c.dim), points, "" if c.indexed_vectors is None else str(c.indexed_vectors))
     return table
 
 
@@ -122,12 +125,13 @@ class IndexProgress(_Bar):
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
         self.bar = Progress(*columns, console=console, transient=False)
-        self.task = self.bar.add_task("embedding", total=None, rate="")
+        self.task = self.bar.add_task("embedding", total=None, rate="", visible=False)  # shown by the first event
         self._start = time.perf_counter()
         self._done = 0
 
     def on_event(self, ev: IngestEvent) -> None:
         bar, task = self.bar, self.task
+        bar.update(task, visible=True)
         if ev.kind == "found":
             bar.update(task, total=(bar.tasks[0].total or 0) + ev.n)
         elif ev.kind == "done":
@@ -144,6 +148,56 @@ class IndexProgress(_Bar):
             bar.update(task, description="building search index (HNSW)")
         elif ev.kind == "optimized":
             bar.update(task, description="done")
+
+
+class CheckProgress(_Bar):
+    """Renders CheckEvents: a bar over the points, the first faults one line each."""
+
+    SHOWN = 20  # fault lines printed; the summary table counts every one
+
+    def __init__(self, console: Console) -> None:
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=False)
+        self.task = self.bar.add_task("checking", total=None)
+        self.faults = 0
+
+    def on_event(self, ev: CheckEvent) -> None:
+        if ev.kind == "total":
+            self.bar.update(self.task, total=ev.n)
+        elif ev.kind == "checked":
+            self.bar.advance(self.task, ev.n)
+        elif ev.kind == "fault":
+            self.faults += 1
+            if self.faults <= self.SHOWN:
+                self.bar.console.print("[yellow]fault[/yellow]", escape(f"{ev.path}: {ev.reason}"), highlight=False,
+                                       soft_wrap=True)
+        elif ev.kind == "stage":
+            self.bar.update(self.task, description=ev.reason)
+
+
+def check_table(report: CheckReport) -> Table:
+    table = Table(title=f"collection {report.collection}", title_justify="left", header_style="bold")
+    table.add_column("points", justify="left")
+    table.add_column("", justify="right")
+    rows = [("checked", report.points), ("sound", report.sound), ("damaged vector", report.bad_vector),
+            ("unreadable payload", report.bad_payload), ("wrong id", report.wrong_id),
+            ("file gone", report.missing_file), ("file changed", report.changed_file),
+            ("embedded again", report.repaired), ("removed", report.removed)]
+    for label, n in rows:
+        table.add_row(label, str(n), style="yellow" if n and label not in ("checked", "sound") else None)
+    return table
+
+
+def check_notes(report: CheckReport) -> list[str]:
+    notes = []
+    if report.problem:
+        notes.append(f"problem: {report.problem}")
+    if report.set_aside:
+        notes.append(f"set aside (kept, not deleted): {report.set_aside}")
+    if report.rebuilt:
+        notes.append(f"built again from the indexed folders: {report.points} images")
+    notes.append("healthy" if report.healthy else f"{report.faults} fault(s) remain")
+    return notes
 
 
 # -- training and evaluation ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import save
 from xlir_qdrant.images.decode import DecodeError, decode
-from xlir_qdrant.images.files import scan
+from xlir_qdrant.images.files import WalkErrors, scan
 from xlir_qdrant.store.schema import ancestors
 
 
@@ -31,12 +31,12 @@ def test_unreadable_folder_is_reported_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "locked").mkdir()
     save(tmp_path / "ok.jpg", (1, 2, 3))
     os.chmod(tmp_path / "locked", 0)
-    errors: list[str] = []
+    errors = WalkErrors()
     try:
-        found = [f.path for f in scan(tmp_path, on_error=lambda p, r: errors.append(p))]
+        found = [f.path for f in scan(tmp_path, errors=errors)]
     finally:
         os.chmod(tmp_path / "locked", 0o755)
-    assert len(found) == 1 and errors == [str(tmp_path / "locked")]
+    assert len(found) == 1 and errors.folders == [str(tmp_path / "locked")]
 
 
 def test_ancestors_are_every_parent_directory() -> None:

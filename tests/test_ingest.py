@@ -231,6 +231,7 @@ class _ConcurrentStore:
     does), with slow upserts that record how many overlapped."""
 
     thread_safe = True
+    trusted = True
 
     def __init__(self, inner, streams: int, fail_on: int = 0) -> None:  # noqa: ANN001
         import threading

@@ -33,3 +33,11 @@ class BadQuery(XlirError):
 
 class ConfigError(XlirError):
     """Ambiguous or invalid settings."""
+
+
+class StoreDamaged(StoreUnavailable):
+    """A store's files are damaged; the message points at `xlir check --repair`."""
+
+
+class DiskFull(XlirError):
+    """Too little free space to write safely; nothing stored is lost."""

@@ -11,7 +11,9 @@ server talk only to this (and to recipe.py for training and evaluation).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,16 @@ import numpy as np
 from .config import Overrides, Settings
 from .encoders.base import CROP_MARGIN, Encoder, device_summary
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
-from .errors import BadQuery, EmptyIndex, ModelMismatch
+from .check import Progress as CheckProgress
+from .check import check_points
+from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
-from .records import Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
+from .ledger import Ledger, ledger_path
+from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
 from .search import SearchResult, search, validate
 from .store import Collection, Store, open_store
-from .store.schema import point_id
+from .store.schema import file_path, point_id
 from .tagging import resolve_tag
 from .tagging.tagger import Tagger
 
@@ -125,7 +130,79 @@ class Index:
         s = self.settings
         options = IngestOptions(batch_size=s.batch_size, workers=s.workers, include_hidden=include_hidden,
                                 max_megapixels=s.max_megapixels, prune=prune)
-        return IngestRun(encoder, collection, options, progress, tags=self.tagger()).run(roots)
+        ledger = self.ledger()
+        ledger.record_index(s.collection, [str(r) for r in roots if r.exists()], {})  # before: a crash keeps it
+        report = IngestRun(encoder, collection, options, progress, tags=self.tagger()).run(roots)
+        ledger.record_index(s.collection, [], report.to_dict())
+        return report
+
+    def ledger(self) -> Ledger:
+        """What was indexed into this store's collections (roots, last run)."""
+        s = self.settings
+        return Ledger(ledger_path(store_dir=s.store_path, home=s.home, qdrant_url=s.qdrant_url))
+
+    def check(self, *, repair: bool = False, progress: CheckProgress | None = None,
+              index_progress: Progress | None = None) -> CheckReport:
+        """Verify every point of the collection against its file; with ``repair``, embed the
+        faulty ones again and remove those whose file is gone. A collection that cannot be
+        opened is set aside (never deleted): its log alone when that is the damage, else the
+        whole collection, which is then built again from the folders the ledger recorded."""
+        name = self.settings.collection
+        emit = progress or (lambda _e: None)
+        if not self.store.vectors(name):
+            raise EmptyIndex(f"no index yet at {self.location} (collection {name!r}): run `xlir index PATH` first")
+        start = time.perf_counter()
+        problem = self.store.damage(name)
+        aside, rebuilt = "", False
+        if problem and not repair:
+            return CheckReport(collection=name, problem=problem, seconds=time.perf_counter() - start)
+        if problem and "write-ahead log" in problem:
+            emit(CheckEvent("stage", reason="setting the damaged write-ahead log aside"))
+            aside = str(self.store.set_aside(name, "wal"))
+            if not self.store.damage(name):
+                found = self._check_open(repair=True, progress=emit, index_progress=index_progress)
+                return replace(found, problem=problem, set_aside=aside, resolved=True,
+                               seconds=time.perf_counter() - start)
+        if not problem:
+            try:
+                return self._check_open(repair=repair, progress=emit, index_progress=index_progress)
+            except StoreDamaged as exc:  # it opens, but its points cannot all be read
+                if not repair:
+                    return CheckReport(collection=name, problem=str(exc), seconds=time.perf_counter() - start)
+                problem = str(exc)
+        return self._rebuild(problem, emit, index_progress, start)
+
+    def _check_open(self, *, repair: bool, progress: CheckProgress, index_progress: Progress | None) -> CheckReport:
+        collection = self.collection
+
+        def reindex(files: Sequence[str]) -> IngestReport:
+            s = self.settings
+            options = IngestOptions(batch_size=s.batch_size, workers=s.workers, max_megapixels=s.max_megapixels,
+                                    prune=False, include_hidden=True)
+            return IngestRun(self.encoder, collection, options, index_progress, tags=self.tagger()).run(
+                [Path(f) for f in files])
+
+        report = check_points(collection, self.model_spec().dim, repair=repair, reindex=reindex, progress=progress)
+        if report.healthy:
+            collection.mark_verified()
+        return report
+
+    def _rebuild(self, problem: str, emit: CheckProgress, index_progress: Progress | None,
+                 start: float) -> CheckReport:
+        name = self.settings.collection
+        roots = [r for r in self.ledger().roots(name) if os.path.exists(r)]
+        self.model_spec()  # settled from the damaged collection before it is moved
+        emit(CheckEvent("stage", reason="setting the damaged collection aside"))
+        self._collection = None
+        aside = str(self.store.set_aside(name))
+        if not roots:
+            raise StoreDamaged(f"collection {name!r} was damaged ({problem}); it is kept at {aside}, but nothing "
+                               f"records which folders it held: run `xlir index FOLDER` to build it again")
+        emit(CheckEvent("stage", reason=f"building it again from {len(roots)} indexed folder(s)"))
+        report = self.index(roots, progress=index_progress)
+        return CheckReport(collection=name, points=report.added + report.reused, sound=report.added + report.reused,
+                           problem=problem, set_aside=aside, rebuilt=True, resolved=True,
+                           seconds=time.perf_counter() - start)
 
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
@@ -174,7 +251,7 @@ class Index:
         stored: dict[str, Any] = {}
         if self.store.vectors(self.settings.collection):
             for point in self.collection.retrieve([point_id(p) for p in paths], with_vectors=True):
-                stored[point.payload.get("path", "")] = point.vector
+                stored[file_path(point.payload)] = point.vector
         vectors, sources = [], []
         for path in paths:
             if stored.get(path) is not None:

@@ -123,6 +123,50 @@ class IngestEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What `xlir check` found in one collection, and what --repair did about it."""
+
+    collection: str
+    points: int = 0  # points examined
+    sound: int = 0
+    bad_vector: int = 0  # not finite, not unit length, or the wrong width
+    bad_payload: int = 0  # no path, size, mtime or hash that can be read
+    wrong_id: int = 0  # stored under an id that is not its path's
+    missing_file: int = 0  # its file is gone
+    changed_file: int = 0  # its file's size or mtime differ from the stored ones
+    repaired: int = 0  # points embedded again from their files
+    removed: int = 0  # points deleted (file gone, or nothing usable left)
+    problem: str = ""  # why the collection could not be opened or read, when it could not
+    set_aside: str = ""  # where --repair moved a damaged collection or log (never deleted)
+    rebuilt: bool = False  # --repair built the collection again from the indexed folders
+    resolved: bool = False  # --repair dealt with ``problem``
+    seconds: float = 0.0
+
+    @property
+    def faults(self) -> int:
+        return self.bad_vector + self.bad_payload + self.wrong_id + self.missing_file + self.changed_file
+
+    @property
+    def healthy(self) -> bool:
+        """Nothing left to repair: sound when checked, or repaired."""
+        return (not self.problem or self.resolved) and self.repaired + self.removed >= self.faults
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "faults": self.faults, "healthy": self.healthy}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckEvent:
+    """Progress of a check: 'total' (n points), 'checked' (n), 'fault' (path, reason), 'stage'
+    (reason: what --repair is doing now)."""
+
+    kind: str
+    n: int = 0
+    path: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """What a model is, independent of whether it is loaded.
 
@@ -182,6 +226,7 @@ class CollectionInfo:
     dim: int
     points: int
     indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
+    problem: str = ""  # why it cannot be opened (then points is 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -29,7 +28,7 @@ from numpy.typing import NDArray
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import ImageSide
 from . import device as on_device
-from .decode import Decoded, DecodeError, decode, describe_failure, probe, sha256_file
+from .decode import Decoded, DecodeError, decode, describe_failure, probe, read_file, sha256_file
 from .workers import bounded_map, default_workers
 
 J = TypeVar("J")  # the caller's job: a FileInfo, a path, an index...
@@ -193,7 +192,7 @@ class BatchEmbedder(Generic[J, K]):
         return self._known(sha) or self._decoded(file, sha)
 
     def _prepare_gpu(self, file: str) -> _Ready | _Hit:
-        data = Path(file).read_bytes()  # read once: hashed here, decoded on the GPU
+        data = read_file(file)  # read once: hashed here, decoded on the GPU
         sha = hashlib.sha256(data).hexdigest() if self.hash_files else None
         if (hit := self._known(sha)) is not None:
             return hit

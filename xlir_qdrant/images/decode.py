@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
+import os
+import re
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +32,29 @@ class Decoded:
     taken_at: str | None
 
 
+def open_regular(path: str) -> io.BufferedReader:
+    """``path`` opened for reading, if it is a regular file. Opening a FIFO would wait for a
+    writer forever, so the file is opened without blocking and checked before it is read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DecodeError("not a regular file (a FIFO, socket or device is never read)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_file(path: str) -> str:
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def read_file(path: str) -> bytes:
+    with open_regular(path) as fh:
+        return fh.read()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,28 +98,35 @@ def probe(source: str | bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
 
 
 def _open(source: Path | io.BytesIO, max_megapixels: float) -> tuple[Image.Image, Probe]:
+    # The pixel limit is --max-megapixels, checked below from the header before any pixel is
+    # decoded. Pillow's own bomb check (89 MP, a process-wide setting) would refuse a valid
+    # 100 MP panorama whatever the flag says, and its warning filter is not thread-safe.
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        if isinstance(source, Path) and source.stat().st_size == 0:
-            raise DecodeError("empty file (0 bytes)")
+        if isinstance(source, Path):
+            st = source.stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise DecodeError("not a regular file (a FIFO, socket or device is never read)")
+            if st.st_size == 0:
+                raise DecodeError("empty file (0 bytes)")
         if isinstance(source, io.BytesIO) and not source.getbuffer().nbytes:
             raise DecodeError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(source)
+        im = Image.open(source)
     except DecodeError:
         raise
     except PermissionError:
         raise DecodeError("permission denied") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(_over_limit(exc, max_megapixels)) from None
+    except UnidentifiedImageError:
         raise DecodeError("not an image Pillow can read") from None
     except OSError as exc:
         raise DecodeError(exc.strerror or _decode_reason(exc)) from None
     try:
         w, h = im.size
         if w * h > max_megapixels * 1_000_000:
-            raise DecodeError(
-                f"{w}x{h} is {w * h / 1e6:.0f} MP, over the {max_megapixels:g} MP limit (raise --max-megapixels)"
-            )
+            raise DecodeError(f"{w}x{h} is {w * h / 1e6:.0f} MP, over the {max_megapixels:g} MP limit "
+                              f"(raise --max-megapixels)")
         exif = im.getexif()
         orientation = exif.get(0x0112, 1)
         orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
@@ -110,6 +139,12 @@ def _open(source: Path | io.BytesIO, max_megapixels: float) -> tuple[Image.Image
     except (OSError, SyntaxError, ValueError) as exc:
         im.close()
         raise DecodeError(_decode_reason(exc)) from None
+
+
+def _over_limit(exc: BaseException, max_megapixels: float) -> str:
+    pixels = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(pixels.group(1)) / 1e6:.0f} MP, " if pixels else ""
+    return f"{size}over the {max_megapixels:g} MP limit (raise --max-megapixels)"
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,22 +35,50 @@ class FileInfo:
     mtime_ns: int  # integer nanoseconds: floats lose digits on a JSON round trip
 
 
-def scan(
-    root: Path,
-    *,
-    include_hidden: bool = False,
-    on_error: Callable[[str, str], None] | None = None,
-) -> Iterator[FileInfo]:
-    """Yield image files below ``root`` (or ``root`` itself if it is a file), sorted per folder.
+class WalkErrors:
+    """What a walk could not read: folders (nothing under them can be judged gone) and single
+    entries (that one file cannot); ``report(path, reason)`` hears of each as it happens."""
 
-    Unreadable folders are reported through ``on_error(path, reason)`` and skipped; symlinked
-    folders are not followed, so a link loop cannot make the walk endless.
+    def __init__(self, report: Callable[[str, str], None] | None = None) -> None:
+        self.folders: list[str] = []
+        self.entries: list[str] = []
+        self._report = report
+
+    def folder(self, path: str, reason: str) -> None:
+        self.folders.append(path)
+        if self._report:
+            self._report(path, f"cannot read folder: {reason}")
+
+    def entry(self, path: str, reason: str) -> None:
+        self.entries.append(path)
+        if self._report:
+            self._report(path, reason)
+
+    def protects(self, path: str) -> bool:
+        """Whether ``path`` lies in a folder the walk could not read, or is an entry it could
+        not stat: such a file may well still exist."""
+        return path in self.entries or any(path.startswith(f.rstrip(os.sep) + os.sep) for f in self.folders)
+
+
+def scan(root: Path, *, include_hidden: bool = False, errors: WalkErrors | None = None) -> Iterator[FileInfo]:
+    """Yield the image files below ``root`` (or ``root`` itself if it is one), sorted per folder.
+
+    Only regular files are yielded: a FIFO or a device is never opened, a symlinked folder is
+    not followed (a link loop cannot make the walk endless), a broken link or an entry whose
+    stat fails is reported once, and an unreadable folder is reported and skipped.
     """
+    errors = errors or WalkErrors()
     exts = image_extensions()
     root = Path(os.path.abspath(root))
-    if root.is_file():
-        if root.suffix.lower() in exts:
-            st = root.stat()
+    try:
+        st = root.stat()
+    except OSError as exc:
+        errors.entry(str(root), exc.strerror or type(exc).__name__)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):
+            errors.entry(str(root), "not a regular file (a FIFO, socket or device is never read)")
+        elif root.suffix.lower() in exts:
             yield FileInfo(str(root), st.st_size, st.st_mtime_ns)
         return
     stack = [str(root)]
@@ -59,8 +88,7 @@ def scan(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            if on_error:
-                on_error(folder, exc.strerror or type(exc).__name__)
+            errors.folder(folder, exc.strerror or type(exc).__name__)
             continue
         subdirs = []
         for entry in entries:
@@ -69,12 +97,17 @@ def scan(
             try:
                 if entry.is_dir(follow_symlinks=False):
                     subdirs.append(entry.path)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in exts:
-                    st = entry.stat()
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in exts:
+                    continue
+                st = entry.stat()  # follows a link to its target
+                if stat.S_ISREG(st.st_mode):
                     yield FileInfo(entry.path, st.st_size, st.st_mtime_ns)
+            except FileNotFoundError:
+                gone = "broken link: its target does not exist" if entry.is_symlink() else "vanished during the scan"
+                errors.entry(entry.path, gone)
             except OSError as exc:
-                if on_error:
-                    on_error(entry.path, exc.strerror or type(exc).__name__)
+                errors.entry(entry.path, exc.strerror or type(exc).__name__)
         stack.extend(reversed(subdirs))
 
 

@@ -27,11 +27,11 @@ from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import Encoder
 from ..images.batches import Batch, BatchEmbedder, Copy, Known, Skipped
 from ..images.decode import Decoded
-from ..images.files import FileInfo, scan
+from ..images.files import FileInfo, WalkErrors, scan
 from ..records import Filter, IngestEvent, IngestReport, Point
 from ..store import Collection
-from ..store.schema import image_payload, point_id
-from .writer import Writer
+from ..store.schema import damaged_rows, file_path, image_payload, point_id, shown, sound_vector
+from .writer import FLUSH_SECONDS, Writer
 
 Progress = Callable[[IngestEvent], None]
 TAGS_KEY = "tags_key"  # the payload field naming what computed a point's tags
@@ -57,6 +57,7 @@ class IngestOptions:
     optimize: bool = True
     # Decode JPEGs on the encoder's device (nvjpeg): None means exactly when it is a CUDA GPU.
     gpu_decode: bool | None = None
+    flush_every: float = FLUSH_SECONDS  # seconds between durable flushes of the store (writer.py)
 
 
 @dataclass
@@ -66,7 +67,7 @@ class _Scan:
     todo: list[FileInfo] = field(default_factory=list)  # new or changed: to hash and embed
     stale: list[str] = field(default_factory=list)  # unchanged, but their tags are out of date
     seen: set[str] = field(default_factory=set)
-    walk_errors: int = 0  # folders that could not be listed: nothing under this root is pruned
+    errors: WalkErrors = field(default_factory=WalkErrors)  # what could not be read protects itself
 
 
 class IngestRun:
@@ -86,8 +87,11 @@ class IngestRun:
 
     def run(self, roots: Sequence[Path]) -> IngestReport:
         start = time.perf_counter()
+        self._verified = 0  # points whose stored vectors were read and checked (damaged ones redone)
         for root in roots:
             self._index_root(Path(os.path.abspath(root)))
+        if not self.collection.trusted and self._verified >= self.collection.count():
+            self.collection.mark_verified()  # every point was checked: trusted from the next run
         if self.options.optimize and self.collection.needs_optimize():
             self._emit(IngestEvent("optimizing"))
             self.collection.optimize()
@@ -101,33 +105,57 @@ class IngestRun:
             # Never prune on a missing root: an unmounted drive must not empty the index.
             self._skip(str(root), "no such file or folder")
             return
-        known = {p.payload["path"]: p.payload for p in self.collection.scroll(filter=Filter(under=(str(root),)))}
-        if root.is_file():
-            known = {k: v for k, v in known.items() if k == str(root)}
-        found = self._scan(root, known)
+        known, damaged = self._stored_under(root)
+        found = self._scan(root, known, damaged)
         self._emit(IngestEvent("found", n=len(found.todo)))
         if found.stale:
             self._refresh_tags(found.stale)
         if found.todo:
             self._embed(found.todo, known)
-        gone = [path for path in known if path not in found.seen and not os.path.exists(path)]
-        if self.options.prune and gone and not found.walk_errors:
+        gone = [path for path in known
+                if path not in found.seen and not found.errors.protects(path) and not os.path.exists(path)]
+        if self.options.prune and gone:
             self.collection.delete([point_id(p) for p in gone])
             self._counts["removed"] += len(gone)
             self._emit(IngestEvent("removed", n=len(gone)))
 
-    def _scan(self, root: Path, known: dict[str, dict[str, Any]]) -> _Scan:
-        found = _Scan()
+    def _stored_under(self, root: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The payloads stored under ``root`` by file path, and the paths whose stored vector is
+        damaged (not finite, not unit length): those are embedded again like changed files."""
+        known: dict[str, dict[str, Any]] = {}
+        damaged: set[str] = set()
+        dim = self.encoder.spec.dim
+        page: list[tuple[str, Any]] = []
 
-        def walk_error(path: str, reason: str) -> None:
-            found.walk_errors += 1
-            self._skip(path, f"cannot read folder: {reason}")
+        def check_page() -> None:  # one numpy pass per page: a rescan of 10k points stays a stat walk
+            bad = damaged_rows([v for _, v in page], dim)
+            damaged.update(path for (path, _), b in zip(page, bad, strict=True) if b)
+            page.clear()
 
-        for info in scan(root, include_hidden=self.options.include_hidden, on_error=walk_error):
+        # Vectors are read (10k of them cost a rescan ~0.3 s) only from a store that is not as its
+        # last clean close left it: a run was killed, or its files changed from outside.
+        verify = not self.collection.trusted
+        for point in self.collection.scroll(filter=Filter(under=(str(root),)), with_vectors=verify):
+            path = file_path(point.payload)
+            if root.is_file() and path != str(root):
+                continue
+            known[path] = point.payload
+            if verify:
+                self._verified += 1
+                page.append((path, point.vector))
+                if len(page) >= 1024:
+                    check_page()
+        check_page()
+        return known, damaged
+
+    def _scan(self, root: Path, known: dict[str, dict[str, Any]], damaged: set[str]) -> _Scan:
+        found = _Scan(errors=WalkErrors(report=self._skip))
+        for info in scan(root, include_hidden=self.options.include_hidden, errors=found.errors):
             self._counts["scanned"] += 1
             found.seen.add(info.path)
             old = known.get(info.path)
-            if old is not None and old.get("size") == info.size and old.get("mtime_ns") == info.mtime_ns:
+            if old is not None and info.path not in damaged and old.get("size") == info.size \
+                    and old.get("mtime_ns") == info.mtime_ns:
                 self._counts["unchanged"] += 1
                 if self.tags is not None and old.get(TAGS_KEY) != self.tags.key:
                     found.stale.append(info.path)
@@ -144,7 +172,8 @@ class IngestRun:
             max_megapixels=opts.max_megapixels, gpu_decode=opts.gpu_decode, lookup=self._stored_copy,
             before_first_batch=self._load_model,
         )
-        writer = Writer(self.collection, self._lock, lambda n: self._emit(IngestEvent("done", n=n)))
+        writer = Writer(self.collection, self._lock, lambda n: self._emit(IngestEvent("done", n=n)),
+                        flush_every=opts.flush_every)
         try:
             for outcome in embedder.run(todo, lambda info: info.path):
                 if isinstance(outcome, Skipped):
@@ -181,8 +210,8 @@ class IngestRun:
     def _stored_copy(self, sha: str) -> Point | None:
         """A stored point with this content, with its vector, or None (on worker threads)."""
         with self._lock:
-            for point in self.collection.scroll(filter=Filter(sha256=sha), with_vectors=True, batch=1):
-                if point.vector is not None:
+            for point in self.collection.scroll(filter=Filter(sha256=sha), with_vectors=True, batch=4):
+                if sound_vector(point.vector, self.encoder.spec.dim):
                     return point
         return None
 
@@ -204,7 +233,7 @@ class IngestRun:
 
     def _skip(self, path: str, reason: str) -> None:
         self._counts["skipped"] += 1
-        self._emit(IngestEvent("skipped", path=path, reason=reason))
+        self._emit(IngestEvent("skipped", path=shown(path), reason=reason))
 
     # -- tags -----------------------------------------------------------------------------------
 

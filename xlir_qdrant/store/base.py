@@ -14,6 +14,7 @@ the payload filter); a backend supplies the few calls its client spells differen
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol, Self
 
 import numpy as np
@@ -21,6 +22,7 @@ from numpy.typing import NDArray
 
 from ..errors import BadQuery
 from ..records import CollectionInfo, Filter, ModelSpec, Point, ScoredPoint
+from .schema import shown
 
 
 class Collection(Protocol):
@@ -30,6 +32,7 @@ class Collection(Protocol):
     location: str  # the store's directory or URL, for messages
     thread_safe: bool  # calls may overlap from several threads (else the caller serialises them)
     write_streams: int  # concurrent upserts worth running during ingest
+    trusted: bool  # its files are as the last clean close left them (else callers verify vectors)
 
     def upsert(self, points: Sequence[Point]) -> None: ...
 
@@ -57,6 +60,12 @@ class Collection(Protocol):
     def optimize(self) -> None:
         """Build indexes now (blocking). A no-op where the backend does it by itself."""
 
+    def flush(self) -> None:
+        """Make everything written so far durable (the embedded engine msyncs and fsyncs)."""
+
+    def mark_verified(self) -> None:
+        """Every vector was read and found sound: the collection is ``trusted`` from now on."""
+
 
 class Store(Protocol):
     """A Qdrant: the embedded engine in a directory, or a server."""
@@ -81,6 +90,12 @@ class Store(Protocol):
     def collections(self) -> list[CollectionInfo]:
         """Every xlir collection with its point counts (opens each one: for `xlir info`)."""
 
+    def damage(self, name: str) -> str:
+        """Why collection ``name`` cannot be opened safely, or "" when it can."""
+
+    def set_aside(self, name: str, part: str = "") -> Path:
+        """Move a damaged collection (or one part of it, e.g. "wal") aside; nothing is deleted."""
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Self: ...
@@ -103,6 +118,10 @@ class CollectionBase:
 
     thread_safe = False
     write_streams = 1
+    trusted = True
+
+    def mark_verified(self) -> None:
+        self.trusted = True
 
     def __init__(self, name: str, vector: str, location: str) -> None:
         self.name = name
@@ -154,8 +173,8 @@ class CollectionBase:
             return None
         must: list[Any] = []
         # dirs lists every ancestor directory, so "/a/photos" never matches a sibling "/a/photos2"
-        if filter.under:  # a folder (any ancestor) or the file itself
-            under = list(filter.under)
+        if filter.under:  # a folder (any ancestor) or the file itself, as the payload spells it
+            under = [shown(u) for u in filter.under]
             must.append(self._any_of([self._match_any("dirs", under), self._match_any("path", under)]))
         if filter.sha256:
             must.append(self._match_value("sha256", filter.sha256))

@@ -12,23 +12,38 @@ scans every vector. Measured on this project's 2-core dev box, 512-d, limit 10, 
 Below ~20k points an exact scan takes a few milliseconds, well under what encoding the
 query costs, while building the graph blocks for seconds to minutes; so we optimize only
 once 20k points are outside the HNSW index.
+
+Safety (health.py): a shard not known to be intact is first opened by a child process, nothing
+is opened or written with under 64 MB free, and every engine error becomes one line that names
+the collection and `xlir check --repair`. Durability: the writer calls flush() at least every
+few seconds (ingest/writer.py) and close() flushes; a point is on disk once a flush returns.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import qdrant_edge as qe
 
-from ..errors import ConfigError, EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
+from ..errors import (
+    ConfigError, DiskFull, EmptyIndex, ModelMismatch, StoreDamaged, StoreLocked, StoreUnavailable, XlirError,
+)
 from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
+from . import health
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .lock import DirLock, locked_message
 from .schema import INDEXED_KEYWORDS
+
+T = TypeVar("T")
+DAMAGED = ".damaged-"  # what a collection or its log set aside by `xlir check --repair` is called
 
 OPTIMIZE_AFTER = 20_000  # points outside the HNSW index before optimize() pays off (see above)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -67,18 +82,23 @@ class EdgeStore(ClosesOnExit):
             raise EmptyIndex(missing_message(name, self.location))
         if name in self._handles:
             return self._handles[name]  # already open for this model (checked above)
+        health.require_space(self.root)
+        trusted = not existing or health.known_good(path)
+        if not trusted:
+            self._check_health(name, path)
         config = _edge_config(spec, self._optimize_after)
         try:
             # Loading with our config re-checks compatibility and records the current
             # optimizer policy; create() refuses a directory that already holds segments.
             shard = qe.EdgeShard.load(str(path), config) if existing else qe.EdgeShard.create(str(path), config)
+            indexed = set(shard.info().payload_schema)
         except Exception as exc:  # Edge raises bare Exception; its text says which case
             raise self._translate(exc, name, spec) from exc
-        indexed = set(shard.info().payload_schema)
+        handle = EdgeCollection(shard, name, spec.vector_name, self, path)
+        handle.trusted = trusted
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
-                shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
-        handle = EdgeCollection(shard, name, spec.vector_name, self.location, self._optimize_after)
+                handle.create_keyword_index(field)
         self._handles[name] = handle
         return handle
 
@@ -86,11 +106,10 @@ class EdgeStore(ClosesOnExit):
         infos = []
         for path in sorted((self.root / "collections").iterdir()):
             vectors = _read_vectors(path)
-            if len(vectors) != 1:  # not a shard, or not one xlir made
+            if len(vectors) != 1 or DAMAGED in path.name:  # not a shard, not xlir's, or set aside
                 continue
             (model, dim), = vectors.items()
-            info = self._shard_info(path)
-            infos.append(CollectionInfo(path.name, model, dim, info.points_count, info.indexed_vectors_count))
+            infos.append(self._shard_info(path, model, dim))
         return infos
 
     def close(self) -> None:
@@ -101,25 +120,74 @@ class EdgeStore(ClosesOnExit):
             self._lock.release()
             self._lock = None
 
+    # -- repair (xlir check --repair) ---------------------------------------------------------
+
+    def damage(self, name: str) -> str:
+        """Why collection ``name`` cannot be opened, or "" when it can (opened in a child)."""
+        path = self._collection_dir(name)
+        if name in self._handles or health.known_good(path):
+            return ""
+        try:
+            self._check_health(name, path)
+        except StoreDamaged as exc:
+            return str(exc)
+        return ""
+
+    def set_aside(self, name: str, part: str = "") -> Path:
+        """Move collection ``name`` (or one ``part`` of it, such as its "wal") out of the way,
+        renamed with the time; nothing is deleted. Returns where it went."""
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            handle.close(record=False)
+        path = self._collection_dir(name)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        source = path / part if part else path
+        target = source.with_name(f"{source.name}{DAMAGED}{stamp}")
+        os.replace(source, target)
+        state = health.state_file(path)
+        if not part and state.exists():
+            os.replace(state, state.with_name(f"{path.name}{DAMAGED}{stamp}.state.json"))
+        elif part:
+            health.write_state(path, health.ShardState(clean=False))
+        return target
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _check_health(self, name: str, path: Path) -> None:
+        found = health.probe(path)
+        if not found.ok and "WouldBlock" in found.reason:  # held by a process that skipped our lock
+            raise StoreLocked(locked_message(self.root, None, None))
+        if not found.ok:
+            raise StoreDamaged(damaged_message(name, self.root, found.reason))
+        last = health.read_state(path)
+        if last is not None and last.clean and found.points < last.points:
+            raise StoreDamaged(damaged_message(
+                name, self.root, f"it holds {found.points} of the {last.points} points it had when last closed"))
+
     def _collection_dir(self, name: str) -> Path:
         if not _SAFE_NAME.fullmatch(name):
             raise ConfigError(f"collection name {name!r} is not usable; use letters, digits, '_', '-' and '.'")
         return self.root / "collections" / name
 
-    def _shard_info(self, path: Path) -> Any:
+    def _shard_info(self, path: Path, model: str, dim: int) -> CollectionInfo:
         if path.name in self._handles:
-            return self._handles[path.name].info()
+            info = self._handles[path.name].info()
+            return CollectionInfo(path.name, model, dim, info.points_count, info.indexed_vectors_count)
+        trusted = health.known_good(path)
+        if not trusted and not (found := health.probe(path)).ok:
+            return CollectionInfo(path.name, model, dim, 0, None, problem=damaged_message(path.name, self.root,
+                                                                                         found.reason))
+        health.require_space(self.root)
         try:
             shard = qe.EdgeShard.load(str(path))
-        except Exception as exc:
-            raise StoreUnavailable(
-                f"cannot read collection {path.name!r} in store {self.root}: {exc}; "
-                f"remove {path} or use --store to pick another directory"
-            ) from exc
-        try:
-            return shard.info()
-        finally:
+            info = shard.info()
             shard.close()
+        except Exception as exc:  # noqa: BLE001 - reported as the collection's problem, in one line
+            return CollectionInfo(path.name, model, dim, 0, None,
+                                  problem=damaged_message(path.name, self.root, _first_line(exc)))
+        health.write_state(path, health.ShardState(True, health.fingerprint(path), info.points_count,
+                                                   verified=trusted))
+        return CollectionInfo(path.name, model, dim, info.points_count, info.indexed_vectors_count)
 
     def _translate(self, exc: Exception, name: str, spec: ModelSpec) -> Exception:
         text = str(exc)
@@ -127,74 +195,149 @@ class EdgeStore(ClosesOnExit):
             return StoreLocked(locked_message(self.root, None, None))
         if "incompatible" in text.lower():
             return ModelMismatch(mismatch_message(name, _read_vectors(self._collection_dir(name)), spec))
-        return StoreUnavailable(
-            f"cannot open collection {name!r} in store {self.root}: {text}; use --store to pick another directory"
-        )
+        return StoreDamaged(damaged_message(name, self.root, _first_line(exc)))
+
+
+def damaged_message(name: str, root: Path, reason: str) -> str:
+    reason = _tidy(reason, root)
+    if "WAL" in reason or "/wal" in reason:
+        return (f"collection {name!r} in store {root} cannot be opened: its write-ahead log is damaged "
+                f"({reason}); run `xlir check --repair`, which sets the log aside and keeps every point "
+                f"saved before it")
+    return (f"collection {name!r} in store {root} is damaged ({reason}); run `xlir check --repair` to rebuild "
+            f"it from your photos (the damaged copy is kept aside, nothing is deleted)")
+
+
+def _tidy(reason: str, root: Path) -> str:
+    """The engine's message without its wrapping ("Exception: Service runtime error: ...") and
+    with paths inside the store shortened: the collection is already named."""
+    reason = re.sub(r"(Exception: |Service runtime error: )", "", reason)
+    return reason.replace(str(root) + os.sep, "")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 class EdgeCollection(CollectionBase):
     """One open Edge shard; one call at a time (the caller serialises threads)."""
 
-    def __init__(self, shard: qe.EdgeShard, name: str, vector: str, location: str, optimize_after: int) -> None:
-        super().__init__(name, vector, location)
+    def __init__(self, shard: qe.EdgeShard, name: str, vector: str, store: EdgeStore, path: Path) -> None:
+        super().__init__(name, vector, store.location)
         self._shard: qe.EdgeShard | None = shard
-        self._optimize_after = optimize_after
+        self._optimize_after = store._optimize_after
+        self._root = store.root
+        self._path = path
+        self._dirty = False
 
     def upsert(self, points: Sequence[Point]) -> None:
         if points:
             batch = [qe.Point(p.id, {self._vector: point_floats(p)}, dict(p.payload)) for p in points]
-            self._live().update(qe.UpdateOperation.upsert_points(batch))
+            # vectors, payload and log: a few times their raw size, before the engine writes
+            raw_mb = len(points) * (4 * int(np.asarray(points[0].vector).size) + 4096) / 1e6
+            self._write("store points", lambda s: s.update(qe.UpdateOperation.upsert_points(batch)),
+                        extra_mb=3 * raw_mb)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
-            self._live().update(qe.UpdateOperation.delete_points(list(ids)))
+            self._write("delete points", lambda s: s.update(qe.UpdateOperation.delete_points(list(ids))))
+
+    def create_keyword_index(self, field: str) -> None:
+        keyword = qe.PayloadSchemaType.Keyword
+        self._write("index the payload", lambda s: s.update(qe.UpdateOperation.create_field_index(field, keyword)))
 
     def needs_optimize(self) -> bool:
         # Deleted points still count as indexed until a vacuum, so after heavy deletes this
         # undercounts the new points; the next large batch still trips it.
-        info = self._live().info()
+        info = self.info()
         return info.points_count - info.indexed_vectors_count >= self._optimize_after
 
     def optimize(self) -> None:
-        self._live().optimize()
+        self._write("build the search index", lambda s: s.optimize(), extra_mb=64)
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._call("flush to disk", lambda s: s.flush())
 
     def info(self) -> Any:
-        return self._live().info()
+        return self._call("read its info", lambda s: s.info())
 
-    def close(self) -> None:
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
+    def close(self, *, record: bool = True) -> None:
+        """Flush and close; ``record`` notes the clean close (health.py) for the next open."""
+        if self._shard is None:
+            return
+        shard, self._shard = self._shard, None
+        points = -1
+        try:
+            points = shard.info().points_count
             shard.flush()
+        finally:
             shard.close()
+        if record:
+            health.write_state(self._path, health.ShardState(True, health.fingerprint(self._path), points,
+                                                             verified=self.trusted))
+
+    def mark_verified(self) -> None:
+        """Every vector has been read and found sound (or made so): trust it from the next open."""
+        self.trusted = True
+
+    # -- the engine, guarded --------------------------------------------------------------------
 
     def _live(self) -> qe.EdgeShard:
         if self._shard is None:
             raise RuntimeError(f"collection {self.name!r} is closed")
         return self._shard
 
+    def _write(self, what: str, fn: Callable[[qe.EdgeShard], T], *, extra_mb: float = 0.0) -> T:
+        health.require_space(self._root, extra_mb)
+        if not self._dirty:  # a kill from here on leaves it unclean: the next open checks it first
+            health.write_state(self._path, health.ShardState(clean=False))
+            self._dirty = True
+        return self._call(what, fn)
+
+    def _call(self, what: str, fn: Callable[[qe.EdgeShard], T]) -> T:
+        shard = self._live()
+        try:
+            return fn(shard)
+        except (KeyboardInterrupt, SystemExit, XlirError):
+            raise
+        except BaseException as exc:  # Edge raises bare Exception, and PanicException on damage
+            text = _first_line(exc)
+            if "No space left" in text or "Disk quota" in text:
+                raise DiskFull(f"disk full while trying to {what} in store {self._root} ({text}); free some "
+                               f"space and run the command again (nothing stored is lost)") from None
+            raise StoreDamaged(f"collection {self.name!r} in store {self._root} failed to {what} "
+                               f"({_tidy(text, self._root)}); run `xlir check --repair`") from None
+
     # -- CollectionBase ---------------------------------------------------------------------
 
     def _nearest(self, vector: list[float], limit: int, flt: Any, min_score: float | None) -> list[ScoredPoint]:
         request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=self._vector), filter=flt,
                                   score_threshold=min_score, with_payload=True)
-        return [ScoredPoint(str(hit.id), float(hit.score), hit.payload or {}) for hit in self._live().query(request)]
+        hits = [ScoredPoint(str(h.id), float(h.score), h.payload or {}) for h in self._call("search", lambda s: s.query(request))]
+        if any(not math.isfinite(h.score) or abs(h.score) > 1.001 for h in hits):
+            # cosine scores lie in [-1, 1]: these come from vectors the disk has garbled
+            raise StoreDamaged(f"collection {self.name!r} in store {self._root} returned impossible scores: "
+                               f"some stored vectors are damaged; run `xlir check --repair`")
+        return hits
 
     def _fetch(self, ids: list[str], with_vectors: bool) -> list[Point]:
-        records = self._live().retrieve(ids, with_payload=True, with_vector=[self._vector] if with_vectors else False)
+        records = self._call("read points", lambda s: s.retrieve(
+            ids, with_payload=True, with_vector=[self._vector] if with_vectors else False))
         return [self._point(r.id, r.payload, r.vector if with_vectors else None) for r in records]
 
     def _page(self, flt: Any, offset: Any, limit: int, with_vectors: bool) -> tuple[list[Point], Any]:
-        records, offset = self._live().scroll(qe.ScrollRequest(
-            offset=offset, limit=limit, filter=flt, with_payload=True,
-            with_vector=[self._vector] if with_vectors else False,
-        ))
+        request = qe.ScrollRequest(offset=offset, limit=limit, filter=flt, with_payload=True,
+                                   with_vector=[self._vector] if with_vectors else False)
+        records, offset = self._call("read points", lambda s: s.scroll(request))
         return [self._point(r.id, r.payload, r.vector if with_vectors else None) for r in records], offset
 
     def _count(self, flt: Any) -> int:
-        return int(self._live().count(qe.CountRequest(exact=True, filter=flt)))
+        return int(self._call("count points", lambda s: s.count(qe.CountRequest(exact=True, filter=flt))))
 
     def _delete_matching(self, flt: Any) -> None:
-        self._live().update(qe.UpdateOperation.delete_points_by_filter(flt))
+        self._write("delete points", lambda s: s.update(qe.UpdateOperation.delete_points_by_filter(flt)))
 
     def _match_any(self, key: str, values: list[str]) -> Any:
         return qe.FieldCondition(key, match=qe.MatchAny(values))
