@@ -2,7 +2,9 @@
 
 Worker threads read each file (and hash it, when asked), decode it at the smallest size the
 model needs and run its preprocessing; the calling thread runs the model on full batches. At
-most ``lookahead`` files are in flight, so a 100k-photo folder never sits decoded in memory.
+most ``lookahead`` files are in flight, each reduced right after decoding, and the full-size
+decoding itself shares one DecodeBudget: memory follows the pixels being decoded, not the
+number of files or of threads.
 
 On a CUDA device the workers only read, hash and probe JPEGs; each batch is decoded by nvjpeg
 and preprocessed on the GPU (device.py), and any file nvjpeg refuses is decoded on the CPU into
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,7 +31,11 @@ from numpy.typing import NDArray
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import ImageSide
 from . import device as on_device
-from .decode import Decoded, DecodeError, decode, describe_failure, probe, read_file, sha256_file
+from .budget import DEFAULT_DECODE_BYTES, DecodeBudget
+from .decode import (
+    RAW_EXTENSIONS, Decoded, DecodeError, Unsupported, decode, describe_failure, probe, read_file, sha256_file,
+)
+from .files import Kind
 from .workers import bounded_map, default_workers
 
 J = TypeVar("J")  # the caller's job: a FileInfo, a path, an index...
@@ -37,10 +44,12 @@ K = TypeVar("K")  # what ``lookup`` finds for a content hash
 
 @dataclass(frozen=True, slots=True)
 class Skipped(Generic[J]):
-    """A file that could not be used; ``reason`` is one line (and the flag that changes it)."""
+    """A file that could not be used; ``reason`` is one line (and the flag that changes it).
+    ``kind`` is set for a file of a kind xlir does not read, which is reported per kind."""
 
     job: J
     reason: str
+    kind: Kind | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +112,14 @@ class BatchEmbedder(Generic[J, K]):
     def __init__(self, side: ImageSide, *, batch_size: int = 32, workers: int | None = None,
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, gpu_decode: bool | None = None,
                  hash_files: bool = False, lookup: Callable[[str], K | None] | None = None,
-                 before_first_batch: Callable[[], None] | None = None) -> None:
+                 before_first_batch: Callable[[], None] | None = None,
+                 decode_bytes: int = DEFAULT_DECODE_BYTES) -> None:
         self.side = side
         self.batch_size = max(1, batch_size)
         self.workers = workers or default_workers()
         self.lookahead = max(2 * self.batch_size, 8)
         self.max_megapixels = max_megapixels
+        self.budget = DecodeBudget(decode_bytes)  # shared by the worker threads
         self.hash_files = hash_files or lookup is not None
         self._lookup = lookup
         self._before_first_batch = before_first_batch
@@ -122,7 +133,9 @@ class BatchEmbedder(Generic[J, K]):
         recent: OrderedDict[str, Embedded[J]] = OrderedDict()  # bounded: the last embedded ones
         for job, result in bounded_map(lambda j: self.read(path(j)), jobs, self.workers,
                                        lookahead=self.lookahead, name="xlir-decode"):
-            if isinstance(result, BaseException):
+            if isinstance(result, Unsupported):
+                yield Skipped(job, result.reason, Kind(result.kind, result.reason))
+            elif isinstance(result, BaseException):
                 yield Skipped(job, describe_failure(result))
             elif isinstance(result, _Hit):
                 yield Known(job, result.sha256, result.found)
@@ -192,6 +205,9 @@ class BatchEmbedder(Generic[J, K]):
         return self._known(sha) or self._decoded(file, sha)
 
     def _prepare_gpu(self, file: str) -> _Ready | _Hit:
+        if os.path.splitext(file)[1].lower() in RAW_EXTENSIONS:  # its preview is decoded on the CPU
+            sha = sha256_file(file) if self.hash_files else None
+            return self._known(sha) or self._decoded(file, sha)
         data = read_file(file)  # read once: hashed here, decoded on the GPU
         sha = hashlib.sha256(data).hexdigest() if self.hash_files else None
         if (hit := self._known(sha)) is not None:
@@ -203,7 +219,7 @@ class BatchEmbedder(Generic[J, K]):
         return _Ready(sha, Decoded(None, head.width, head.height, head.taken_at), raw)
 
     def _decoded(self, file: str, sha: str | None) -> _Ready:
-        decoded = decode(file, min_side=self.side.min_side, max_megapixels=self.max_megapixels)
+        decoded = decode(file, min_side=self.side.min_side, max_megapixels=self.max_megapixels, budget=self.budget)
         if not self.side.pixels:
             return _Ready(sha, decoded, decoded.image)
         # Preprocessing on the worker keeps the calling thread free for the model; the decoded
@@ -233,7 +249,7 @@ class BatchEmbedder(Generic[J, K]):
             elif isinstance(ready.pixels, on_device.RawJpeg):
                 try:
                     decoded = decode(path(job), min_side=self.side.min_side, max_megapixels=self.max_megapixels)
-                except DecodeError as exc:
+                except DecodeError as exc:  # no budget: this runs on the model's thread, one file at a time
                     failed.append(((job, ready), str(exc)))
                     continue
                 parts.append(self.side.preprocess(decoded.image))

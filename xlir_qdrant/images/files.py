@@ -5,27 +5,44 @@ from __future__ import annotations
 import functools
 import os
 import stat
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from .decode import RAW_EXTENSIONS
 
-BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+BASE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
+                             ".avif"})
+
+# Files found beside photos that xlir does not read: counted, and reported once per kind.
+_VECTOR = "not a raster format xlir reads"
+_VIDEO = "videos are not indexed"
+UNREAD_EXTENSIONS = {
+    ".svg": _VECTOR, ".svgz": _VECTOR, ".eps": _VECTOR, ".ai": _VECTOR,
+    ".psd": "layered documents are not read", ".psb": "layered documents are not read",
+    ".xcf": "layered documents are not read", ".jxl": "JPEG XL is not read",
+    ".mov": _VIDEO, ".mp4": _VIDEO, ".m4v": _VIDEO, ".avi": _VIDEO, ".mkv": _VIDEO, ".mts": _VIDEO, ".3gp": _VIDEO,
+}
 
 
 @functools.cache
 def image_extensions() -> frozenset[str]:
-    """The base formats plus HEIC/HEIF/AVIF when a Pillow plugin for them is registered."""
-    extra = {ext for ext in Image.registered_extensions() if ext in {".heic", ".heif", ".avif"}}
-    try:  # pillow-heif registers itself only when asked
-        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+    """What the walk yields: Pillow's formats, HEIC/HEIF (pillow-heif), AVIF and camera RAW."""
+    return BASE_EXTENSIONS | RAW_EXTENSIONS
 
-        register_heif_opener()
-        extra |= {".heic", ".heif"}
-    except ImportError:
-        pass
-    return BASE_EXTENSIONS | extra
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A kind of file a run did not read, and why, e.g. SVG, 'not a raster format xlir reads'."""
+
+    name: str
+    reason: str
+
+
+def kind_of(path: str) -> str:
+    """A file's kind as shown to people: its extension in capitals."""
+    return os.path.splitext(path)[1].lstrip(".").upper() or "extensionless"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +54,23 @@ class FileInfo:
 
 class WalkErrors:
     """What a walk could not read: folders (nothing under them can be judged gone) and single
-    entries (that one file cannot); ``report(path, reason)`` hears of each as it happens."""
+    entries (that one file cannot); ``report(path, reason)`` hears of each as it happens
+    (``report_folder``, when given, of the folders). Files of a kind xlir does not read are
+    counted in ``unread``."""
 
-    def __init__(self, report: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, report: Callable[[str, str], None] | None = None,
+                 report_folder: Callable[[str, str], None] | None = None) -> None:
         self.folders: list[str] = []
         self.entries: list[str] = []
+        self.unread: Counter[Kind] = Counter()  # files of a kind xlir does not read, by kind
         self._report = report
+        self._report_folder = report_folder
 
     def folder(self, path: str, reason: str) -> None:
         self.folders.append(path)
-        if self._report:
+        if self._report_folder:
+            self._report_folder(path, f"cannot read folder: {reason}")
+        elif self._report:
             self._report(path, f"cannot read folder: {reason}")
 
     def entry(self, path: str, reason: str) -> None:
@@ -80,6 +104,8 @@ def scan(root: Path, *, include_hidden: bool = False, errors: WalkErrors | None 
             errors.entry(str(root), "not a regular file (a FIFO, socket or device is never read)")
         elif root.suffix.lower() in exts:
             yield FileInfo(str(root), st.st_size, st.st_mtime_ns)
+        elif root.suffix.lower() in UNREAD_EXTENSIONS:
+            errors.unread[Kind(kind_of(root.name), UNREAD_EXTENSIONS[root.suffix.lower()])] += 1
         return
     stack = [str(root)]
     while stack:
@@ -98,7 +124,10 @@ def scan(root: Path, *, include_hidden: bool = False, errors: WalkErrors | None 
                 if entry.is_dir(follow_symlinks=False):
                     subdirs.append(entry.path)
                     continue
-                if os.path.splitext(entry.name)[1].lower() not in exts:
+                ext = os.path.splitext(entry.name)[1].lower()
+                if ext not in exts:
+                    if ext in UNREAD_EXTENSIONS and entry.is_file():
+                        errors.unread[Kind(kind_of(entry.name), UNREAD_EXTENSIONS[ext])] += 1
                     continue
                 st = entry.stat()  # follows a link to its target
                 if stat.S_ISREG(st.st_mode):
