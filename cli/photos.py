@@ -32,9 +32,12 @@ def index(
 ) -> None:
     """Embed photos and store them in the index; re-running only handles what changed.
 
-    Unchanged files are skipped without being opened, moved or copied files reuse their
-    stored vector, and files that vanished from an indexed folder are removed. A file that
-    cannot be read is skipped with one line saying why. Interrupting loses nothing stored.
+    Reads JPEG, PNG, WebP, HEIC/HEIF, AVIF, TIFF, GIF, BMP and camera RAW files (through
+    their embedded previews). Unchanged files are skipped without being opened, moved or
+    copied files reuse their stored vector, and files that vanished from an indexed folder
+    are removed. A file that cannot be read is skipped with one line saying why; files of a
+    kind xlir does not read (SVG, videos, ...) get one line per kind. Interrupting loses
+    nothing stored.
 
     Examples:  xlir index ~/Pictures     xlir index ./trip --device cuda --batch-size 128
     """

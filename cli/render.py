@@ -70,11 +70,19 @@ def tags_table(result: TagResult) -> Table:
     return table
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def index_summary(report: IngestReport) -> str:
+    """One line whose counts add up to the files found; points of vanished files after it."""
     rate = (report.added + report.updated) / report.seconds if report.seconds else 0.0
-    return (f"indexed {report.scanned} files in {report.seconds:.1f}s: {report.added} new, "
+    line = (f"indexed {plural(report.scanned, 'file')} in {report.seconds:.1f}s: {report.added} new, "
             f"{report.updated} changed, {report.reused} reused, {report.unchanged} unchanged, "
-            f"{report.removed} removed, {report.skipped} skipped ({rate:.1f} images/s)")
+            f"{report.skipped} skipped ({rate:.1f} images/s)")
+    if report.removed:
+        line += f"; {plural(report.removed, 'file')} gone from disk, removed from the index"
+    return line
 
 
 def info_lines(stats: IndexStats) -> list[str]:
@@ -119,34 +127,52 @@ class _Bar:
 
 
 class IndexProgress(_Bar):
-    """Renders IngestEvents: one bar over the files to embed, the rate, one line per skip."""
+    """Renders IngestEvents: one bar over every file found (the total is known before the first
+    batch), advanced by stored, unchanged and skipped files alike; the step in words while the
+    count cannot move (walking, decoding the first batch, loading the model); one line per
+    skipped file, and one per kind of file xlir does not read."""
 
     def __init__(self, console: Console) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
         self.bar = Progress(*columns, console=console, transient=False)
-        self.task = self.bar.add_task("embedding", total=None, rate="", visible=False)  # shown by the first event
+        self.task = self.bar.add_task("scanning", total=None, rate="", visible=False)  # shown by the first event
         self._start = time.perf_counter()
         self._done = 0
 
     def on_event(self, ev: IngestEvent) -> None:
         bar, task = self.bar, self.task
         bar.update(task, visible=True)
-        if ev.kind == "found":
-            bar.update(task, total=(bar.tasks[0].total or 0) + ev.n)
+        if ev.kind == "scanning":
+            bar.update(task, description="scanning")
+        elif ev.kind == "found":
+            # Files are stored a batch at a time: until the first one is, say what is going on.
+            bar.update(task, total=ev.n, description="reading and decoding")
+        elif ev.kind == "passed":
+            bar.update(task, advance=ev.n)
         elif ev.kind == "done":
             self._done += ev.n
             elapsed = max(time.perf_counter() - self._start, 1e-6)
-            bar.update(task, advance=ev.n, rate=f"{self._done / elapsed:.1f} img/s")
+            bar.update(task, advance=ev.n, rate=f"{self._done / elapsed:.1f} img/s", description="embedding")
         elif ev.kind == "skipped":
             skipped_line(bar.console, ev.path, ev.reason)
+            bar.update(task, advance=1)
+        elif ev.kind in ("missing", "unreadable"):
+            skipped_line(bar.console, ev.path, ev.reason)
+        elif ev.kind == "unread":
+            bar.console.print(escape(plural(ev.n, f"{ev.path} file")), "[yellow]skipped:[/yellow]", escape(ev.reason),
+                              highlight=False, soft_wrap=True)
+        elif ev.kind == "tagging":
+            bar.update(task, description=f"updating the tags of {plural(ev.n, 'unchanged file')}")
         elif ev.kind == "loading":
             bar.update(task, description=f"loading model ({ev.reason})" if ev.reason else "loading model")
         elif ev.kind == "loaded":
             bar.update(task, description="embedding")
+        elif ev.kind == "removing":
+            bar.update(task, description=f"removing {plural(ev.n, 'vanished file')} from the index")
         elif ev.kind == "optimizing":
             bar.update(task, description="building search index (HNSW)")
-        elif ev.kind == "optimized":
+        elif ev.kind in ("removed", "optimized"):
             bar.update(task, description="done")
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 import typer.rich_utils
 from typer.testing import CliRunner
 
+from conftest import save
 from xlir_cli import app, main
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -174,3 +175,24 @@ def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: 
     assert shown == ["loading model (first use: ~30 s to prepare, once)"]
     app.first_use(Idx("first use: ~30 s to prepare, once"), needed=False)  # a text search
     assert len(shown) == 1
+
+
+def test_index_summary_says_one_file_and_names_the_gone(tmp_path: Path) -> None:
+    save(tmp_path / "photos" / "a.png", (200, 10, 10))
+    gone = save(tmp_path / "photos" / "b.png", (10, 200, 10))
+    store = str(tmp_path / "s")
+    run("index", str(tmp_path / "photos"), "--model", "fake-colour", "--store", store)
+    gone.unlink()
+    code, out, err = run("index", str(tmp_path / "photos"), "--model", "fake-colour", "--store", store)
+    assert code == 0
+    assert out.startswith("indexed 1 file in ") and "0 new, 0 changed, 0 reused, 1 unchanged, 0 skipped" in out
+    assert "; 1 file gone from disk, removed from the index" in out
+
+
+def test_kinds_xlir_does_not_read_are_one_line_each(colour_photos: Path, tmp_path: Path) -> None:
+    for i in range(3):
+        (colour_photos / f"logo{i}.svg").write_text("<svg/>")
+    code, out, err = run("index", str(colour_photos), "--model", "fake-colour", "--store", str(tmp_path / "s"))
+    assert code == 0 and "indexed 7 files" in out and "3 skipped" in out
+    assert [line for line in err.splitlines() if "svg" in line.lower()] == \
+        ["3 SVG files skipped: not a raster format xlir reads"]

@@ -13,11 +13,14 @@ import tifffile
 from PIL import Image
 
 from conftest import save
+from xlir_qdrant.config import Overrides, Settings
 from xlir_qdrant.images import decode as decode_module
 from xlir_qdrant.images.batches import Batch, BatchEmbedder
 from xlir_qdrant.images.budget import DecodeBudget
 from xlir_qdrant.images.decode import REDUCE_MARGIN, DecodeError, Unsupported, decode
 from xlir_qdrant.images.files import scan
+from xlir_qdrant.index import Index
+from xlir_qdrant.records import IngestEvent
 
 RED = (220, 30, 30)
 
@@ -86,6 +89,26 @@ def test_raw_without_preview_is_unsupported_and_a_broken_one_is_one_line(tmp_pat
     with pytest.raises(DecodeError) as bad:
         decode(str(tmp_path / "cut.nef"))
     assert not isinstance(bad.value, Unsupported) and "\n" not in str(bad.value) and "NEF" in str(bad.value)
+
+
+def test_files_xlir_does_not_read_are_one_line_per_kind(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    save(root / "red.jpg", RED)
+    for i in range(3):
+        (root / f"logo{i}.svg").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"logo{i}.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    make_dng(root / "a.dng", None)
+    make_dng(root / "b.dng", None)
+    make_dng(root / "c.dng", "jpeg")
+    (root / "notes.txt").write_text("not a picture, not reported")
+    events: list[IngestEvent] = []
+    with Index(Settings.load(Overrides(store=tmp_path / "store", model="fake-colour"))) as idx:
+        report = idx.index([root], progress=events.append)
+    lines = [(e.n, e.path, e.reason) for e in events if e.kind == "unread"]
+    assert sorted(lines) == [(2, "DNG", "no embedded preview xlir can read (RAW data itself is not developed)"),
+                             (3, "SVG", "not a raster format xlir reads")]
+    assert not [e for e in events if e.kind == "skipped"]  # no line per file
+    assert (report.scanned, report.added, report.skipped) == (7, 2, 5)
 
 
 # -- reduced right after decoding ---------------------------------------------------------------

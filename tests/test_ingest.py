@@ -85,7 +85,7 @@ def test_missing_root_never_empties_the_index(tmp_path: Path, colour_photos: Pat
             idx.index([colour_photos])
         other = save(tmp_path / "other" / "x.png", (1, 1, 1)).parent
         report = idx.index([colour_photos, other])
-        assert report.skipped == 1 and report.removed == 0 and idx.count() == 5
+        assert (report.missing, report.skipped, report.removed) == (1, 0, 0) and idx.count() == 5
 
 
 def test_keep_missing_keeps_entries(tmp_path: Path, colour_photos: Path) -> None:
@@ -324,3 +324,27 @@ def test_a_failed_upsert_stops_the_run_with_the_stores_error(tmp_path: Path) -> 
     # what went up before the failure is kept; nothing after it is written
     assert collection.count() == store.sizes[0] < 12
     edge.close()
+
+
+def test_progress_total_is_known_first_and_every_count_adds_up(tmp_path: Path, colour_photos: Path) -> None:
+    with _index(tmp_path) as idx:
+        idx.index([colour_photos])
+        save(colour_photos / "red.jpg", (10, 10, 240))  # changed
+        os.utime(colour_photos / "red.jpg", (1, 1))
+        shutil.copy(colour_photos / "green.png", colour_photos / "trip" / "green-copy.png")  # reused
+        save(colour_photos / "new" / "grey.png", (128, 128, 128))  # new
+        (colour_photos / "new" / "broken.jpg").write_bytes(b"garbage")  # skipped, one line
+        (colour_photos / "new" / "logo.svg").write_text("<svg/>")  # skipped, one line for the kind
+        (colour_photos / "trip" / "white.webp").unlink()  # removed
+        events: list[Event] = []
+        report = idx.index([colour_photos, colour_photos / "trip"], progress=events.append)  # roots overlap
+    kinds = [e.kind for e in events]
+    found = next(e for e in events if e.kind == "found")
+    assert kinds.index("found") < kinds.index("loading") < kinds.index("done")
+    assert kinds.index("scanning") < kinds.index("found") and kinds.count("found") == 1
+    assert (report.added, report.updated, report.reused, report.unchanged, report.skipped, report.removed) == \
+        (1, 1, 1, 2, 2, 1)
+    assert found.n == report.scanned == 7 == sum((report.added, report.updated, report.reused, report.unchanged,
+                                                  report.skipped))
+    settled = sum(e.n for e in events if e.kind in ("passed", "done")) + kinds.count("skipped")
+    assert settled == found.n  # the bar ends full, having moved for skipped files too

@@ -92,15 +92,18 @@ class TagResult:
 
 @dataclass(frozen=True, slots=True)
 class IngestReport:
-    """What one `index` run did."""
+    """What one `index` run did. Each file found counts once: scanned = added + updated +
+    reused + unchanged + skipped. ``removed`` counts points of files that are gone, ``missing``
+    the roots that do not exist (neither is a file found)."""
 
     scanned: int = 0
-    added: int = 0
-    updated: int = 0
+    added: int = 0  # new files, embedded
+    updated: int = 0  # changed files, embedded again
     unchanged: int = 0
-    reused: int = 0
+    reused: int = 0  # new or changed files whose content was already stored: its vector reused
     removed: int = 0
-    skipped: int = 0
+    skipped: int = 0  # unreadable, or of a kind xlir does not read
+    missing: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,9 +114,15 @@ class IngestReport:
 class IngestEvent:
     """Progress of an index run, for a front end.
 
-    kind: 'found' (n files to embed), 'loading' (the model; ``reason`` says when it is being
-    prepared, not just loaded), 'loaded', 'done' (n embedded or reused), 'skipped' (path,
-    reason), 'removed' (n), 'optimizing', 'optimized'.
+    kind: 'scanning' (path: a root being walked), 'found' (n: every file found under all roots,
+    known before anything is embedded), 'passed' (n files settled without being stored:
+    unchanged, or of a kind xlir does not read), 'tagging' (n unchanged files get new tags),
+    'loading' (the model; ``reason`` says when it is being prepared, not just loaded),
+    'loaded', 'done' (n embedded or reused, and stored), 'skipped' (one file: path, reason),
+    'unread' (n files of one kind xlir does not read: path is the kind, e.g. SVG, and reason
+    why), 'missing' (a root that does not exist), 'unreadable' (a folder), 'removing' and
+    'removed' (n points of vanished files), 'optimizing', 'optimized'. The files found are
+    accounted for by passed + done + skipped.
     """
 
     kind: str

@@ -6,6 +6,10 @@ same content (a move or a copy) its vector is reused instead of decoding; points
 vanished from a scanned root are deleted at the end, and only when that root was walked fully.
 Each batch is upserted as soon as it is embedded (on a writer thread, so the model does not
 wait), and an interrupted run stores what it embedded before it stops.
+
+Every root is walked before anything is embedded (a stat walk: cheap), so the progress total
+is known from the start, and each file found lands in exactly one of the report's counts:
+new, changed, reused, unchanged or skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import Encoder
 from ..images.batches import Batch, BatchEmbedder, Copy, Known, Skipped
 from ..images.decode import Decoded
-from ..images.files import FileInfo, WalkErrors, scan
+from ..images.files import FileInfo, Kind, WalkErrors, scan
 from ..records import Filter, IngestEvent, IngestReport, Point
 from ..store import Collection
 from ..store.schema import damaged_rows, file_path, image_payload, point_id, shown, sound_vector
@@ -64,6 +68,8 @@ class IngestOptions:
 class _Scan:
     """What walking one root found."""
 
+    root: Path
+    known: dict[str, dict[str, Any]]  # stored payloads under the root, by path
     todo: list[FileInfo] = field(default_factory=list)  # new or changed: to hash and embed
     stale: list[str] = field(default_factory=list)  # unchanged, but their tags are out of date
     seen: set[str] = field(default_factory=set)
@@ -88,8 +94,21 @@ class IngestRun:
     def run(self, roots: Sequence[Path]) -> IngestReport:
         start = time.perf_counter()
         self._verified = 0  # points whose stored vectors were read and checked (damaged ones redone)
-        for root in roots:
-            self._index_root(Path(os.path.abspath(root)))
+        self._planned: set[str] = set()  # files already taken by an earlier root (roots may overlap)
+        self._unread: Counter[Kind] = Counter()  # files skipped as a kind xlir does not read
+        self._removed: set[str] = set()
+        scans = [found for root in roots if (found := self._walk(Path(os.path.abspath(root)))) is not None]
+        for found in scans:
+            self._unread.update(found.errors.unread)
+        unread = sum(self._unread.values())
+        self._counts["scanned"] += unread
+        self._emit(IngestEvent("found", n=self._counts["scanned"]))
+        if self._counts["unchanged"] + unread:
+            self._emit(IngestEvent("passed", n=self._counts["unchanged"] + unread))
+        self._report_unread()
+        for found in scans:
+            self._index_root(found)
+        self._report_unread()
         if not self.collection.trusted and self._verified >= self.collection.count():
             self.collection.mark_verified()  # every point was checked: trusted from the next run
         if self.options.optimize and self.collection.needs_optimize():
@@ -100,24 +119,37 @@ class IngestRun:
 
     # -- one root -----------------------------------------------------------------------------
 
-    def _index_root(self, root: Path) -> None:
+    def _walk(self, root: Path) -> _Scan | None:
         if not root.exists():
             # Never prune on a missing root: an unmounted drive must not empty the index.
-            self._skip(str(root), "no such file or folder")
-            return
+            self._counts["missing"] += 1
+            self._emit(IngestEvent("missing", path=shown(str(root)), reason="no such file or folder"))
+            return None
+        self._emit(IngestEvent("scanning", path=shown(str(root))))
         known, damaged = self._stored_under(root)
-        found = self._scan(root, known, damaged)
-        self._emit(IngestEvent("found", n=len(found.todo)))
+        return self._scan(root, known, damaged)
+
+    def _index_root(self, found: _Scan) -> None:
         if found.stale:
+            self._emit(IngestEvent("tagging", n=len(found.stale)))
             self._refresh_tags(found.stale)
         if found.todo:
-            self._embed(found.todo, known)
-        gone = [path for path in known
-                if path not in found.seen and not found.errors.protects(path) and not os.path.exists(path)]
+            self._embed(found.todo, found.known)
+        gone = [path for path in found.known if path not in found.seen and path not in self._removed
+                and not found.errors.protects(path) and not os.path.exists(path)]
         if self.options.prune and gone:
+            self._emit(IngestEvent("removing", n=len(gone)))
             self.collection.delete([point_id(p) for p in gone])
+            self._removed.update(gone)
             self._counts["removed"] += len(gone)
             self._emit(IngestEvent("removed", n=len(gone)))
+
+    def _report_unread(self) -> None:
+        """One line per kind of file not read, with its count; each such file counts as skipped."""
+        for kind, n in sorted(self._unread.items(), key=lambda item: item[0].name):
+            self._counts["skipped"] += n
+            self._emit(IngestEvent("unread", n=n, path=kind.name, reason=kind.reason))
+        self._unread.clear()
 
     def _stored_under(self, root: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The payloads stored under ``root`` by file path, and the paths whose stored vector is
@@ -149,10 +181,13 @@ class IngestRun:
         return known, damaged
 
     def _scan(self, root: Path, known: dict[str, dict[str, Any]], damaged: set[str]) -> _Scan:
-        found = _Scan(errors=WalkErrors(report=self._skip))
+        found = _Scan(root, known, errors=WalkErrors(report=self._skip_entry, report_folder=self._unreadable_folder))
         for info in scan(root, include_hidden=self.options.include_hidden, errors=found.errors):
-            self._counts["scanned"] += 1
             found.seen.add(info.path)
+            if info.path in self._planned:
+                continue
+            self._planned.add(info.path)
+            self._counts["scanned"] += 1
             old = known.get(info.path)
             if old is not None and info.path not in damaged and old.get("size") == info.size \
                     and old.get("mtime_ns") == info.mtime_ns:
@@ -176,7 +211,10 @@ class IngestRun:
                         flush_every=opts.flush_every)
         try:
             for outcome in embedder.run(todo, lambda info: info.path):
-                if isinstance(outcome, Skipped):
+                if isinstance(outcome, Skipped) and outcome.kind is not None:
+                    self._unread[outcome.kind] += 1
+                    self._emit(IngestEvent("passed", n=1))
+                elif isinstance(outcome, Skipped):
                     self._skip(outcome.job.path, outcome.reason)
                 elif isinstance(outcome, Batch):
                     vectors = np.stack([item.vector for item in outcome.items])
@@ -224,16 +262,20 @@ class IngestRun:
         self._emit(IngestEvent("loaded"))
 
     def _count_change(self, info: FileInfo, known: dict[str, Any], *, reused: bool) -> None:
-        if reused:
-            self._counts["reused"] += 1
-        if info.path in known:
-            self._counts["updated"] += 1
-        elif not reused:
-            self._counts["added"] += 1
+        # One count per file, so the report's counts add up to the files found.
+        self._counts["reused" if reused else "updated" if info.path in known else "added"] += 1
 
     def _skip(self, path: str, reason: str) -> None:
         self._counts["skipped"] += 1
         self._emit(IngestEvent("skipped", path=shown(path), reason=reason))
+
+    def _skip_entry(self, path: str, reason: str) -> None:
+        """A walk's entry that could not be judged (stat failed, a broken link): a file found."""
+        self._counts["scanned"] += 1
+        self._skip(path, reason)
+
+    def _unreadable_folder(self, path: str, reason: str) -> None:
+        self._emit(IngestEvent("unreadable", path=shown(path), reason=reason))
 
     # -- tags -----------------------------------------------------------------------------------
 
