@@ -21,8 +21,18 @@ Model load is excluded everywhere (warm_up() before the clock). The files are re
 before the phases so all phases see a warm page cache.
 
     python bench/ingest.py                 # N=120, ~1 min on 2 cores
+    python bench/ingest.py --mix           # memory: PNG/WebP mix, bounded vs unbounded decoding
     python bench/ingest.py --n 40 --folder ~/Pictures/sample
     python bench/ingest.py --device cuda --model vit-b-32-random --n 1000   # see bench/gpu.sh
+
+--mix measures memory instead, on a folder of large PNGs and WebPs made from real photos (24
+PNGs at 12 MP, 12 WebPs at 4096x4096, 2 PNGs with alpha at 60 MP), `xlir index` on a fresh
+store in each phase:
+
+  mix-xlir            the defaults (decode threads: one per core, up to 8)
+  mix-xlir-8          8 decode threads, as on an 8-core machine
+  mix-unbounded-8     8 threads with the decoding budget lifted: memory then follows the
+                      number of threads, the baseline the budget is measured against
 
 With --device cuda, decode-only is the GPU path's own: workers read, hash and probe each file,
 and nvjpeg decodes, orients, resizes and normalises batches of 32 on the GPU; encode-torch is
@@ -111,8 +121,65 @@ def make_folder(folder: Path, n: int) -> list[str]:
     return sorted(paths)
 
 
+MIX = (("png", 24, (4000, 3000)), ("webp", 12, (4096, 4096)), ("alpha", 2, (8944, 6708)))
+
+
+def _mix_sources() -> list[str]:
+    """Real photos: bench/photos when fetched, else the ones scikit-image ships."""
+    found = sorted(str(p) for p in PHOTOS.glob("*.jpg"))
+    if found:
+        return found
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    return [str(folder / n) for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                                      "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg")]
+
+
+def _make_mix_one(job: tuple[int, str, str, str, tuple[int, int]]) -> str:
+    import numpy as np
+    from PIL import Image
+
+    i, src, out_dir, kind, size = job
+    im = Image.open(src).convert("RGB").resize(size, Image.BICUBIC)
+    noise = np.random.default_rng(i).standard_normal((size[1], size[0], 3), dtype=np.float32) * 3
+    im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float32) + noise, 0, 255).astype(np.uint8))
+    if kind == "webp":
+        path = Path(out_dir) / f"MIX_{i:04d}.webp"
+        im.save(path, quality=85)
+    else:
+        if kind == "alpha":  # a soft vignette in the alpha channel
+            im.putalpha(Image.radial_gradient("L").resize(size).point(lambda v: 255 - v))
+        path = Path(out_dir) / f"MIX_{i:04d}.png"
+        im.save(path, compress_level=1)
+    return str(path)
+
+
+def make_mix(folder: Path) -> list[str]:
+    want = sum(n for _, n, _ in MIX)
+    existing = sorted(p for p in folder.glob("MIX_*") if p.suffix in (".png", ".webp"))
+    if len(existing) == want:
+        print(f"reusing {want} files in {folder}")
+        return [str(p) for p in existing]
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in existing:
+        p.unlink()
+    sources = _mix_sources()
+    jobs, i = [], 0
+    for kind, n, size in MIX:
+        for _ in range(n):
+            jobs.append((i, sources[i % len(sources)], str(folder), kind, size))
+            i += 1
+    t0 = time.perf_counter()
+    with Pool(os.cpu_count() or 2) as pool:
+        paths = pool.map(_make_mix_one, jobs, chunksize=1)
+    print(f"made {want} files ({', '.join(f'{n} {k}' for k, n, _ in MIX)}) in {folder} "
+          f"in {time.perf_counter() - t0:.0f}s (not measured)")
+    return sorted(paths)
+
+
 def files_of(folder: Path) -> list[str]:
-    exts = {".jpg", ".jpeg", ".png"}
+    exts = {".jpg", ".jpeg", ".png", ".webp"}
     return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in exts)
 
 
@@ -252,18 +319,23 @@ def phase_naive(files: list[str], model: str, device: str) -> dict:
     return {"images": count, "seconds": s, "rate": count / s}
 
 
-def phase_xlir(folder: Path, model: str, device: str, flush_every: float | None = None) -> dict:
+def phase_xlir(folder: Path, model: str, device: str, flush_every: float | None = None,
+               workers: int | None = None, unbounded: bool = False) -> dict:
     import functools
 
     import xlir_qdrant.index
+    import xlir_qdrant.ingest.run
     from xlir_qdrant import Index
     from xlir_qdrant.config import Overrides, Settings
+    from xlir_qdrant.images.batches import BatchEmbedder
     from xlir_qdrant.ingest import IngestOptions
 
     if flush_every is not None:  # the baseline of the durability cost: flushed only at the end
         xlir_qdrant.index.IngestOptions = functools.partial(IngestOptions, flush_every=flush_every)
+    if unbounded:  # the baseline of the decoding budget: every thread decodes at once
+        xlir_qdrant.ingest.run.BatchEmbedder = functools.partial(BatchEmbedder, decode_bytes=2**62)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(Overrides(home=tmp, store=Path(tmp) / "store", device=device))
+        settings = Settings.load(Overrides(home=tmp, store=Path(tmp) / "store", device=device, workers=workers))
         with Index(settings, encoder=_encoder(model, device)) as idx:
             idx.tagger().english  # the tag matrix (computed once per model, then cached)
             t0 = time.perf_counter()
@@ -283,10 +355,19 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--model", default="default", help="a model id; vit-b-32-random for GPU runs")
     ap.add_argument("--naive-n", type=int, default=0, help="time the naive baseline on the first N files only")
+    ap.add_argument("--mix", action="store_true", help="memory on a PNG/WebP mix instead (see above)")
     ap.add_argument("--phase", choices=["decode", "encode", "encode-fp32", "encode-torch", "naive", "xlir",
-                                        "xlir-flush-at-end"], help=argparse.SUPPRESS)
+                                        "xlir-flush-at-end", "mix-xlir", "mix-xlir-8", "mix-unbounded-8"],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    if args.phase and args.phase.startswith("mix-"):
+        emit(phase_xlir(args.folder, args.model, args.device, workers=8 if args.phase.endswith("-8") else None,
+                        unbounded="unbounded" in args.phase))
+        return
+    if args.mix:
+        mix_main(args)
+        return
     if args.phase:
         folder = args.folder
         files = files_of(folder)
@@ -344,6 +425,34 @@ def main() -> None:
     d, e = results["decode"]["rate"], results["encode"]["rate"]
     serial = 1 / (1 / d + 1 / e)
     print(f"end-to-end / serial bound 1/(1/d+1/e)      = {e2e:.1f} / {serial:.1f} = {e2e / serial:.2f}")
+
+
+def mix_main(args: argparse.Namespace) -> None:
+    folder = args.folder.expanduser().resolve() if args.folder else Path(tempfile.gettempdir()) / "xlir-bench-mix-v1"
+    files = make_mix(folder) if not args.folder else files_of(folder)
+    for f in files:  # warm the page cache for every phase alike
+        Path(f).read_bytes()
+    mp = 0.0
+    from PIL import Image
+
+    for f in files:
+        with Image.open(f) as im:
+            mp += im.width * im.height / 1e6
+    print(f"{len(files)} files, {mp:.0f} MP in all, {os.cpu_count()} CPU cores; each phase a fresh process\n")
+    results = {}
+    for phase in ("mix-xlir", "mix-xlir-8", "mix-unbounded-8"):
+        results[phase] = r = run_phase(SCRIPT, phase, ["--folder", str(folder), "--device", args.device,
+                                                       "--model", args.model])
+        print(f"{phase:<16} {r['rate']:5.2f} images/s  ({r['images']} in {r['seconds']:.1f}s, workers "
+              f"{r['workers']})  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    base, bounded, own = results["mix-unbounded-8"], results["mix-xlir-8"], results["mix-xlir"]
+    print()
+    print(f"peak RSS, 8 threads, budget / no budget = {bounded['peak_rss_mb']:.0f} / {base['peak_rss_mb']:.0f} MB "
+          f"= {bounded['peak_rss_mb'] / base['peak_rss_mb']:.2f}")
+    print(f"rate, 8 threads, budget / no budget     = {bounded['rate']:.2f} / {base['rate']:.2f} "
+          f"= {bounded['rate'] / base['rate']:.2f}")
+    print(f"peak RSS, default threads / 8 threads    = {own['peak_rss_mb']:.0f} / {bounded['peak_rss_mb']:.0f} MB "
+          f"= {own['peak_rss_mb'] / bounded['peak_rss_mb']:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ import threading
 from collections.abc import Iterator
 
 # What decoding may hold at once by default. With the process itself (~0.3 GB with the bundled
-# model) this keeps indexing under 1 GB; a single picture larger than this decodes alone.
-DEFAULT_DECODE_BYTES = 512 * 2**20
+# model) this keeps indexing under 1 GB (bench/ingest.py --mix); a single picture larger than
+# this decodes alone.
+DEFAULT_DECODE_BYTES = 256 * 2**20
 
 
 class DecodeBudget:
