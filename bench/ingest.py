@@ -16,6 +16,7 @@ phase has its own peak RSS, and no phase warms the page cache or the model for a
   xlir          Index.index on a fresh store (hashing, decode threads, batch 32, tagging, upsert,
                 a durable flush of the store at least every 5 s)
   xlir-flush-at-end  the same, flushed only when the run ends: what the durability costs
+  xlir-conse    the same with conse-lite0-muse, the earlier ImageNet-only default
 
 Model load is excluded everywhere (warm_up() before the clock). The files are read once
 before the phases so all phases see a warm page cache.
@@ -283,7 +284,7 @@ def phase_encode(files: list[str], model: str, device: str, runtime: str = "auto
         enc.embed_pixels(pixels[i : i + 32])
     _sync(str(enc.device))
     s = time.perf_counter() - t0
-    runtime = enc.tower.runtime if enc.spec.family == "conse" else f"torch {enc.precision}"
+    runtime = enc.tower.runtime if enc.spec.family in ("conse", "sight") else f"torch {enc.precision}"
     return {"images": len(pixels), "seconds": s, "rate": len(pixels) / s, "runtime": runtime}
 
 
@@ -357,8 +358,8 @@ def main() -> None:
     ap.add_argument("--naive-n", type=int, default=0, help="time the naive baseline on the first N files only")
     ap.add_argument("--mix", action="store_true", help="memory on a PNG/WebP mix instead (see above)")
     ap.add_argument("--phase", choices=["decode", "encode", "encode-fp32", "encode-torch", "naive", "xlir",
-                                        "xlir-flush-at-end", "mix-xlir", "mix-xlir-8", "mix-unbounded-8"],
-                    help=argparse.SUPPRESS)
+                                        "xlir-flush-at-end", "xlir-conse", "mix-xlir", "mix-xlir-8",
+                                        "mix-unbounded-8"], help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.phase and args.phase.startswith("mix-"):
@@ -377,6 +378,9 @@ def main() -> None:
         if args.phase == "xlir-flush-at-end":
             emit(phase_xlir(folder, args.model, args.device, flush_every=float("inf")))
             return
+        if args.phase == "xlir-conse":  # the default before the detector joined it
+            emit(phase_xlir(folder, "conse-lite0-muse", args.device))
+            return
         emit(fn(files, args.model, args.device) if fn else phase_xlir(folder, args.model, args.device))
         return
 
@@ -394,9 +398,10 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores; model load excluded from every phase\n")
 
     results = {}
-    phases = ["decode", "encode", "encode-fp32", "encode-torch", "naive", "xlir", "xlir-flush-at-end"]
-    if args.device != "cpu" or args.model not in ("default", "conse-lite0-muse", "conse-lite2-muse"):
-        phases = [p for p in phases if p not in ("encode-fp32", "encode-torch")]  # torch only there
+    phases = ["decode", "encode", "encode-fp32", "encode-torch", "naive", "xlir", "xlir-flush-at-end", "xlir-conse"]
+    bundled = ("default", "sight-lite0-ssd-muse", "conse-lite0-muse", "conse-lite2-muse")
+    if args.device != "cpu" or args.model not in bundled:
+        phases = [p for p in phases if p not in ("encode-fp32", "encode-torch", "xlir-conse")]  # CPU, bundled only
     for phase in phases:
         t0 = time.perf_counter()
         results[phase] = r = run_phase(SCRIPT, phase, ["--folder", str(folder), "--device", args.device,
@@ -417,6 +422,10 @@ def main() -> None:
                   f"= {results['encode']['rate'] / results[other]['rate']:.2f}x")
     print(f"end-to-end / naive                         = {e2e:.1f} / {results['naive']['rate']:.1f} "
           f"= {e2e / results['naive']['rate']:.2f}x")
+    if "xlir-conse" in results:
+        old = results["xlir-conse"]["rate"]
+        print(f"end-to-end / the same with conse-lite0-muse = {e2e:.1f} / {old:.1f} = {e2e / old:.2f} "
+              f"(what seeing people and objects costs)")
     late = results["xlir-flush-at-end"]["rate"]
     print(f"flushed every 5 s / flushed only at the end = {e2e:.1f} / {late:.1f} = {e2e / late:.2f} "
           f"(the cost of the durability guarantee)")

@@ -24,7 +24,7 @@ from xlir_qdrant.encoders.registry import load_encoder
 from xlir_qdrant.encoders.registry import DEFAULT_MODEL
 from xlir_qdrant.images.decode import decode
 from xlir_qdrant.tagging.tagger import Tagger
-from xlir_qdrant.tagging.vocab import LANGUAGES, Concept, load_vocabulary
+from xlir_qdrant.vocab import LANGUAGES, Concept, load_vocabulary
 
 HERE = Path(__file__).parent
 

@@ -28,6 +28,7 @@ def index(
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders (names starting with '.').")] = False,
     max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this \\[default: 150].", show_default=False)] = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
+    read_text: Annotated[bool, typer.Option("--read-text", help="Also read the text in each photo (signs, documents, screenshots) so that searching its words finds it: about 1 s a photo more on a CPU, so off unless asked. Photos indexed without it are read on the next run with it.")] = False,
     json: JsonOpt = False,
 ) -> None:
     """Embed photos and store them in the index; re-running only handles what changed.
@@ -40,6 +41,7 @@ def index(
     nothing stored.
 
     Examples:  xlir index ~/Pictures     xlir index ./trip --device cuda --batch-size 128
+    xlir index ~/Documents/scans --read-text
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
@@ -49,7 +51,8 @@ def index(
             ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
                          f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
             with IndexProgress(ui.err) as bar:
-                report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing)
+                report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing,
+                                   read_text=read_text)
         if json:
             print_json_lines(ui.out, [report.to_dict()])
         else:
@@ -59,7 +62,7 @@ def index(
 def search(
     query: Annotated[Optional[str], typer.Argument(help="What to look for, in any language the model knows.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results.")] = 10,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine).", show_default=False)] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this. The default model's scores are calibrated, 0 to 1 \\[default: 0.5: weak matches are dropped, and a search may answer 'no good match'; 0 lists the nearest anyway]; other models' are cosines \\[default: none].", show_default=False)] = None,
     lang: Annotated[Optional[str], typer.Option("--lang", help="Query language (ISO 639-1, e.g. de); models that need it detect it otherwise.", show_default=False)] = None,
     under: Annotated[Optional[list[Path]], typer.Option("--in", help="Only photos under this folder (repeatable).", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
@@ -86,7 +89,11 @@ def search(
             ui.err.print(f"query language: {result.lang} (detected; set --lang to override)", highlight=False,
                          soft_wrap=True)
         if not result.hits:
-            ui.err.print("no matches" + (" above --min-score" if min_score is not None else ""))
+            if result.calibrated:
+                ui.err.print(f"no good match: no photo scores {result.min_score:g} or more "
+                             "(--min-score 0 lists the nearest photos anyway)", highlight=False, soft_wrap=True)
+            else:
+                ui.err.print("no matches" + (" above --min-score" if min_score is not None else ""))
             return
         ui.out.print(hits_table(result.hits))
 
@@ -102,7 +109,7 @@ def tag(
 ) -> None:
     """Tag photos in a language of your choice, zero-shot.
 
-    The built-in vocabulary has 665 everyday concepts named in 11 languages; --vocab takes
+    The built-in vocabulary has 670 everyday concepts named in 11 languages; --vocab takes
     your own list in any language (scored with the paper's cross-lingual combination).
 
     Examples:  xlir tag cat.jpg --lang de     xlir tag ~/Pictures/*.jpg -l ja --json

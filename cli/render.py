@@ -63,8 +63,10 @@ def tags_table(result: TagResult) -> Table:
     table.add_column("tag")
     table.add_column("score", justify="right")
     table.add_column("id", style="dim")
-    for t in result.tags:
-        table.add_row(str(t.rank), t.name, f"{t.score:.3f}", t.id)
+    names = {t.id: t.name for t in result.tags}
+    for t in result.tags:  # a more general tag says which specific one brought it
+        name = escape(t.name) + (f" [dim](from {escape(names.get(t.via, t.via))})[/dim]" if t.via else "")
+        table.add_row(str(t.rank), name, f"{t.score:.3f}", t.id)
     if not result.tags:
         table.add_row("", "(no tag above --min-score)", "", "")
     return table

@@ -15,17 +15,20 @@ from PIL import Image, ImageOps
 
 from conftest import TEST_CACHE
 from xlir_qdrant.encoders.bundled import tf_preprocess
-from xlir_qdrant.encoders.registry import DEFAULT_MODEL, get_spec, load_encoder
+from xlir_qdrant.encoders.registry import get_spec, load_encoder
 from xlir_qdrant.images import device as dev
 from xlir_qdrant.ingest import IngestOptions, IngestRun
 from xlir_qdrant.store.edge import EdgeStore
+
+# GPU decoding serves encoders whose input is one tensor (a PixelSpec), as the ConSE model's is
+MODEL = "conse-lite0-muse"
 
 
 @pytest.fixture(scope="module")
 def encoder():  # noqa: ANN201
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XLIR_CACHE", str(TEST_CACHE))
-        enc = load_encoder(DEFAULT_MODEL, device="cpu")
+        enc = load_encoder(MODEL, device="cpu")
         enc.warm_up()
     return enc
 
@@ -96,7 +99,7 @@ def test_ingest_with_device_decoding_matches_the_cpu_path(tmp_path: Path, encode
     results, skipped = {}, {}
     for mode in (False, True):
         store = EdgeStore(tmp_path / f"store-{mode}")
-        collection = store.collection("photos", get_spec(DEFAULT_MODEL), create=True)
+        collection = store.collection("photos", get_spec(MODEL), create=True)
         events = []
         report = IngestRun(encoder, collection, IngestOptions(batch_size=4, gpu_decode=mode), events.append).run([folder])
         assert (report.added, report.skipped) == (6, 1)

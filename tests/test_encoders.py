@@ -23,7 +23,7 @@ from xlir_qdrant.encoders import registry
 from xlir_qdrant.encoders.base import CROP_MARGIN, EncoderBase, PixelSpec
 from xlir_qdrant.encoders.registry import DEFAULT_MODEL, load_encoder
 
-FAMILIES = ("conse", "openclip", "checkpoint", "fake")
+FAMILIES = ("sight", "conse", "openclip", "checkpoint", "fake")
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,10 @@ def _checkpoint(root: Path) -> str:
 def encoder(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EncoderBase:
     monkeypatch.setenv("XLIR_CACHE", str(TEST_CACHE))  # the bundled model's prepared files
     family = request.param
-    if family == "conse":
+    if family == "sight":
         return load_encoder(DEFAULT_MODEL, device="cpu")
+    if family == "conse":
+        return load_encoder("conse-lite0-muse", device="cpu")
     if family == "openclip":
         request.getfixturevalue("tiny_clip")
         return load_encoder(tiny_openclip.spec(tiny_openclip.XLMR_ID, "tiny-xlmr-vit", needs_lang=False), device="cpu")
@@ -94,6 +96,14 @@ def test_the_seam_holds(encoder: EncoderBase) -> None:
     _unit_rows(encoder.embed_images(_images()), 3, dim)
     assert encoder.embed_texts([]).shape == encoder.embed_images([]).shape == (0, dim)
     assert encoder.input_size > 0
+    _unit_rows(encoder.embed_labels(["cat", "Katze"]), 2, dim)
+    queries = encoder.embed_texts(["a cat on a sofa", "eine Katze"])
+    relevance = encoder.relevance(queries)
+    if relevance is not None:  # calibrated: monotone in the cosine, and the inverse holds
+        assert (np.asarray(relevance.slope) > 0).all()
+        p = relevance.probability(0, np.array([0.1, 0.3, 0.6]))
+        assert (np.diff(p) > 0).all() and ((p > 0) & (p < 1)).all()
+        assert relevance.probability(1, relevance.cosine_at(1, 0.5)) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_the_image_side_embeds_like_embed_images(encoder: EncoderBase) -> None:

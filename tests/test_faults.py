@@ -630,7 +630,9 @@ def test_library_warnings_reach_the_user_as_one_line_each(tmp_path: Path, monkey
     runner = CliRunner()
     assert runner.invoke(app, ["index", str(folder), "--model", "fake-colour", "--store", str(tmp_path / "s")]).exit_code == 0
     [matrix] = (tmp_path / "cache").glob("tags-*.npz")
-    nan = np.full((665, 8), np.nan, np.float32)
+    from xlir_qdrant.vocab import load_vocabulary
+
+    nan = np.full((len(load_vocabulary()), 8), np.nan, np.float32)
     with open(matrix, "wb") as fh:
         np.savez(fh, data=nan, sha256=np.array(_digest(nan)))
     monkeypatch.setattr(cli_app, "_warned", set())

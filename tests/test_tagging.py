@@ -33,6 +33,19 @@ def test_chelsea_is_a_katze_in_german_top3(bundled: Index) -> None:
     assert "Katze" in names(bundled, SKIMAGE / "chelsea.png", "de", top_k=3)
 
 
+def test_specific_tags_bring_their_parents_and_stored_tags_find_them(tmp_path: Path) -> None:
+    from xlir_qdrant.encoders.registry import load_encoder
+    from xlir_qdrant.records import Tag
+    from xlir_qdrant.tagging.tagger import Tagger
+    from xlir_qdrant.vocab import load_vocabulary
+
+    tagger = Tagger(load_encoder("fake-colour"), load_vocabulary())
+    tags = tagger._with_ancestors([Tag(1, "daisy", "Gänseblümchen", "de", 0.7),
+                                   Tag(2, "rose", "Rose", "de", 0.6)], "de")
+    assert [(t.id, t.via, t.score) for t in tags[2:]] == [("flower", "daisy", 0.7), ("plant", "daisy", 0.7)]
+    assert tags[2].name == "Blume" and [t.rank for t in tags] == [1, 2, 3, 4]
+
+
 def test_coffee_has_japanese_coffee_tag(bundled: Index) -> None:
     assert "コーヒー" in names(bundled, SKIMAGE / "coffee.png", "ja")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import save
 
-from xlir_qdrant.encoders.registry import get_spec, load_encoder
+from xlir_qdrant.encoders.registry import DEFAULT_MODEL, get_spec, load_encoder
 from xlir_qdrant.encoders.base import EmbeddingSide
 from xlir_qdrant.train.config import TrainConfig
 from xlir_qdrant.train.data import DataError, from_pairs, load_coco, load_pairs, split_images
@@ -229,7 +229,7 @@ def test_bundled_tower_gives_penultimate_features(tmp_path: Path) -> None:
     tower = image_tower("default")
     feats, ok = image_features([str(save(tmp_path / "x.jpg", (30, 90, 200)))], tower, use_cache=False)
     assert tower.dim == 1280 and feats.shape == (1, 1280) and ok.all()
-    assert tower.key == "conse-lite0-muse:penultimate" and np.isfinite(feats).all() and feats.std() > 0
+    assert tower.key == f"{DEFAULT_MODEL}:penultimate" and np.isfinite(feats).all() and feats.std() > 0
     assert tower._tower.runtime == "torch"  # the ONNX exports end at the logits: not made for this
 
 

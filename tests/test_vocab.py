@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xlir_qdrant.tagging.vocab import (
+from xlir_qdrant.vocab import (
     ANY_LANGUAGE,
     CATEGORIES,
     LANGUAGES,
@@ -380,3 +380,22 @@ def test_concept_is_a_plain_dataclass() -> None:
     c = Concept("x", USER_CATEGORY, {ANY_LANGUAGE: "X"})
     assert c == Concept("x", USER_CATEGORY, {ANY_LANGUAGE: "X"})
     assert hash(c) == hash(Concept("x", USER_CATEGORY, {ANY_LANGUAGE: "Y"}))
+
+
+def test_parents_make_a_forest_over_known_concepts() -> None:
+    from xlir_qdrant.vocab import ancestors, parents
+
+    table = parents()
+    assert set(table) | set(table.values()) <= {c.id for c in VOCAB}
+    assert ancestors("daisy") == ("flower", "plant")
+    assert ancestors("cruise_ship") == ("ship", "boat", "vehicle")
+    assert ancestors("astronaut") == ("person",) and ancestors("plant") == ()
+    for child in table:  # no loops: every chain ends
+        assert child not in ancestors(child)
+
+
+def test_a_parents_file_with_a_loop_or_an_unknown_concept_is_refused() -> None:
+    from xlir_qdrant.vocab import _chain
+
+    with pytest.raises(ValueError, match="loop"):
+        _chain({"a": "b", "b": "a"}, "a")

@@ -120,7 +120,7 @@ class Index:
 
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
-              include_hidden: bool = False, prune: bool = True) -> IngestReport:
+              include_hidden: bool = False, prune: bool = True, read_text: bool = False) -> IngestReport:
         roots = [Path(p).expanduser() for p in paths]
         missing = [str(r) for r in roots if not r.exists()]
         if roots and len(missing) == len(roots):
@@ -129,7 +129,7 @@ class Index:
         collection = self._open_collection(create=True)
         s = self.settings
         options = IngestOptions(batch_size=s.batch_size, workers=s.workers, include_hidden=include_hidden,
-                                max_megapixels=s.max_megapixels, prune=prune)
+                                max_megapixels=s.max_megapixels, prune=prune, read_text=read_text)
         ledger = self.ledger()
         ledger.record_index(s.collection, [str(r) for r in roots if r.exists()], {})  # before: a crash keeps it
         report = IngestRun(encoder, collection, options, progress, tags=self.tagger()).run(roots)
@@ -213,6 +213,7 @@ class Index:
         tag_ids = tuple(resolve_tag(t) for t in tags)
         if tag_ids and not (query or "").strip() and image is None:
             query = " ".join(tags)  # `--tag Katze` alone: rank the tagged images by the tag itself
+            min_score = 0.0 if min_score is None else min_score  # and list them all: they are tagged so
         validate(query, Path(image) if image else None, top_k)
         collection = self.collection
         result = search(self.encoder, collection, query=query, image=Path(image) if image else None,
@@ -226,7 +227,7 @@ class Index:
 
     def tagger(self) -> Tagger:
         """A tagger for this index's model over the shipped vocabulary."""
-        from .tagging.vocab import load_vocabulary
+        from .vocab import load_vocabulary
 
         return Tagger(self.encoder, load_vocabulary())
 
@@ -234,7 +235,7 @@ class Index:
             min_score: float | None = None, vocab: str | os.PathLike[str] | None = None) -> list[TagResult]:
         """Tags for each file in ``lang``: indexed images use their stored vector, other files
         are embedded on the fly (and not stored). ``vocab``: a user's tag list, any language."""
-        from .tagging.vocab import LANGUAGES, load_user_vocabulary
+        from .vocab import LANGUAGES, load_user_vocabulary
 
         free = load_user_vocabulary(Path(vocab)) if vocab else None
         if free is None and lang not in LANGUAGES:

@@ -37,15 +37,17 @@ class Filter:
 
     ``under``: keep images at or below one of these directories, or that are one of these files.
     ``sha256``: keep images with this content hash. ``tags``: keep images tagged with any of
-    these concept ids. Non-empty fields combine with AND.
+    these concept ids. ``text``: keep images whose text (read at index time) has all these words.
+Non-empty fields combine with AND.
     """
 
     under: tuple[str, ...] = ()
     sha256: str | None = None
     tags: tuple[str, ...] = ()
+    text: str | None = None  # keep images whose read text holds every word of this
 
     def is_empty(self) -> bool:
-        return not (self.under or self.sha256 or self.tags)
+        return not (self.under or self.sha256 or self.tags or self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class Hit:
     size: int
     width: int | None = None
     height: int | None = None
+    cosine: float | None = None  # the raw similarity, when ``score`` is a calibrated probability
+    text: str | None = None  # the text read in the photo (`xlir index --read-text`), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +77,7 @@ class Tag:
     name: str
     lang: str
     score: float
+    via: str | None = None  # a more general tag, added for this more specific one (flower, via daisy)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from .encoders.base import CROP_MARGIN, Encoder
@@ -16,11 +19,19 @@ from .records import Filter, Hit, ScoredPoint
 from .store import Collection
 
 
+# The default cut-off of calibrated scores: bench/quality.py --calibrate places the models'
+# calibration so that 0.5 keeps most right answers (README, "Calibrated scores").
+DEFAULT_MIN_RELEVANCE = 0.5
+TEXT_MATCH = 0.95  # the score of a photo whose read text holds every word of the query
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     hits: list[Hit]
     model: str
     lang: str | None = None  # the query language a language-aware model was given
+    calibrated: bool = False  # scores are calibrated relevance in 0..1, not cosines
+    min_score: float | None = None  # the cut-off that was applied (a default one included)
 
 
 def query_language(encoder: Encoder, text: str, lang: str | None) -> str | None:
@@ -60,10 +71,37 @@ def search(
         neg = list(encoder.embed_texts(list(negatives), lang=neg_lang))
         scored = collection.recommend(positives, neg, limit=top_k, filter=flt, min_score=min_score)
     elif len(positives) == 1:
+        if text and image is None:  # a description: calibrated when the model can, text in photos first
+            return _by_text(encoder, collection, positives[0], text, top_k, flt, min_score, used_lang)
         scored = collection.query(positives[0], limit=top_k, filter=flt, min_score=min_score)
     else:
         scored = collection.recommend(positives, [], limit=top_k, filter=flt, min_score=min_score)
-    return SearchResult(hits=to_hits(scored), model=encoder.spec.id, lang=used_lang)
+    return SearchResult(hits=to_hits(scored), model=encoder.spec.id, lang=used_lang, min_score=min_score)
+
+
+def _by_text(encoder: Encoder, collection: Collection, vector: NDArray[np.float32], text: str, top_k: int,
+             flt: Filter | None, min_score: float | None, lang: str | None) -> SearchResult:
+    """A text query. With a calibrated model the probability cut-off becomes this query's cosine
+    cut-off, so the store drops what is not there, and scores come back as probabilities. Photos
+    whose read text (`xlir index --read-text`) holds every word of the query come first: a sign
+    that says what was asked for is the surest match there is."""
+    relevance = encoder.relevance(vector[None, :])
+    floor = (DEFAULT_MIN_RELEVANCE if min_score is None else min_score) if relevance is not None else min_score
+    if relevance is None:
+        cosine = min_score
+    else:
+        cosine = relevance.cosine_at(0, floor) if floor else None
+    in_text = collection.query(vector, limit=top_k, filter=dataclasses.replace(flt or Filter(), text=text))
+    seen = {sp.id for sp in in_text}
+    scored = in_text + [sp for sp in collection.query(vector, limit=top_k, filter=flt, min_score=cosine)
+                        if sp.id not in seen]
+    hits = to_hits(scored[:top_k])
+    if relevance is not None:
+        probs = relevance.probability(0, np.array([sp.score for sp in scored[:top_k]]))
+        hits = [dataclasses.replace(hit, score=round(max(float(p), TEXT_MATCH) if i < len(in_text) else float(p), 4),
+                                    cosine=hit.score) for i, (hit, p) in enumerate(zip(hits, probs, strict=True))]
+    return SearchResult(hits=hits, model=encoder.spec.id, lang=lang, calibrated=relevance is not None,
+                        min_score=floor)
 
 
 def validate(query: str | None, image: Path | None, top_k: int) -> str:
@@ -84,7 +122,8 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
         if not date and p.get("mtime_ns") is not None:
             date = datetime.fromtimestamp(int(p["mtime_ns"]) / 1e9).isoformat(timespec="seconds")
         hits.append(Hit(rank=rank, score=round(float(sp.score), 4), path=p.get("path", ""), date=date,
-                        size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height")))
+                        size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height"),
+                        text=p.get("text") or None))
     return hits
 
 

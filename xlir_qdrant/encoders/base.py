@@ -4,7 +4,7 @@ batch loop drives.
 An encoder's promise is two methods and a spec: ``embed_images`` and ``embed_texts`` return
 L2-normalised float32 arrays of shape (n, spec.dim). Everything else is declared, never probed:
 EncoderBase supplies a default for each optional part (no warm-up, no first-use note, PIL images
-in), and an encoder that preprocesses on worker threads says so with ``takes_pixels = True`` and
+in, uncalibrated scores), and an encoder that preprocesses on worker threads says so with ``takes_pixels = True`` and
 implements the PixelEncoder methods. Callers decide once, through ``image_side()``.
 """
 
@@ -36,6 +36,26 @@ class PixelSpec:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Relevance:
+    """Calibrated scores for a batch of queries: a photo at cosine ``s`` to query i scores
+    ``sigmoid(slope[i] * s + offset[i])``, fitted on right and wrong answers so that one
+    threshold (0.5 by default) means the same for every query. Monotone in ``s`` (slope > 0):
+    a score threshold is a cosine threshold per query, which the store can apply."""
+
+    slope: NDArray[np.float32]
+    offset: NDArray[np.float32]
+
+    def probability(self, i: int, cosine: NDArray[np.floating] | float) -> NDArray[np.float64]:
+        z = np.asarray(cosine, np.float64) * float(self.slope[i]) + float(self.offset[i])
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def cosine_at(self, i: int, probability: float) -> float:
+        """The cosine at which query i reaches ``probability`` (0 < p < 1)."""
+        p = min(max(probability, 1e-6), 1 - 1e-6)
+        return float((np.log(p / (1 - p)) - float(self.offset[i])) / max(float(self.slope[i]), 1e-6))
 
 
 class ImageSide(Protocol):
@@ -77,6 +97,10 @@ class Encoder(Protocol):
     def image_side(self) -> ImageSide: ...
 
     def feature_side(self) -> ImageSide: ...
+
+    def relevance(self, queries: NDArray[np.float32]) -> Relevance | None: ...
+
+    def embed_labels(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]: ...
 
 
 class PixelEncoder(Encoder, Protocol):
@@ -121,6 +145,16 @@ class EncoderBase:
         """The frozen image representation a trained head reads (`xlir train`): by default the
         encoder's own embedding."""
         return self.image_side()
+
+    def embed_labels(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]:
+        """Names to score images against (tags), where embed_texts embeds what someone searches
+        for; the same for most models."""
+        return self.embed_texts(texts, lang=lang)
+
+    def relevance(self, queries: NDArray[np.float32]) -> Relevance | None:
+        """Calibrated scores for these embedded text queries, or None: the model's scores are
+        cosines, with no meaning shared across queries."""
+        return None
 
     def empty(self) -> NDArray[np.float32]:
         return np.zeros((0, self.spec.dim), np.float32)

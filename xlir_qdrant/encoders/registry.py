@@ -17,7 +17,7 @@ from ..records import ModelRow, ModelSpec
 from .base import Encoder, resolve_device
 from .lang import MANY_LANGUAGES, MUSE_LANGUAGES
 
-DEFAULT_MODEL = "conse-lite0-muse"
+DEFAULT_MODEL = "sight-lite0-ssd-muse"
 ALIASES = {"default": DEFAULT_MODEL, "bundled": DEFAULT_MODEL}
 
 
@@ -36,8 +36,12 @@ def _openclip(model_id: str, pretrained: str, dim: int, size_mb: int, licence: s
 
 
 MODELS: tuple[ModelSpec, ...] = (
-    _conse(DEFAULT_MODEL, "lite0", 52,
-           "EfficientNet-Lite0 (ImageNet) bridged into mUSE v3 by ConSE; offline, CPU-friendly"),
+    ModelSpec(id=DEFAULT_MODEL, family="sight", dim=512, languages=MUSE_LANGUAGES, licence="Apache-2.0",
+              size_mb=129, bundled=True, needs_lang=False, options={"variant": "lite0"},
+              description="EfficientNet-Lite0 (ImageNet) + SSD-MobileNet-v2 (COCO objects, people counted) in "
+                          "mUSE v3, calibrated scores; offline, CPU-friendly"),
+    _conse("conse-lite0-muse", "lite0", 52,
+           "EfficientNet-Lite0 (ImageNet) bridged into mUSE v3 by ConSE; offline (the earlier default)"),
     _conse("conse-lite2-muse", "lite2", 58,
            "EfficientNet-Lite2 (ImageNet, 260 px) bridged into mUSE v3 by ConSE; offline"),
     _openclip("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", 512, 1100, "MIT", needs_lang=False,
@@ -71,6 +75,18 @@ def _conse_status(spec: ModelSpec) -> tuple[bool, str]:
     return bundled.available_offline(spec)
 
 
+def _load_sight(spec: ModelSpec, device: str) -> Encoder:
+    from . import sight
+
+    return sight.load(spec, device)
+
+
+def _sight_status(spec: ModelSpec) -> tuple[bool, str]:
+    from . import sight
+
+    return sight.available_offline(spec)
+
+
 def _load_openclip(spec: ModelSpec, device: str) -> Encoder:
     try:
         from . import openclip
@@ -101,6 +117,7 @@ def _checkpoint_status(spec: ModelSpec) -> tuple[bool, str]:
 
 
 FAMILIES: dict[str, Family] = {
+    "sight": Family(_load_sight, _sight_status),
     "conse": Family(_load_conse, _conse_status),
     "openclip": Family(_load_openclip, _openclip_status),
     "checkpoint": Family(_load_checkpoint, _checkpoint_status),

@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+from PIL import Image
 
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import ImageSide
@@ -36,6 +37,7 @@ from .decode import (
     RAW_EXTENSIONS, Decoded, DecodeError, Unsupported, decode, describe_failure, probe, read_file, sha256_file,
 )
 from .files import Kind
+from .ocr import OCR_SIDE
 from .workers import bounded_map, default_workers
 
 J = TypeVar("J")  # the caller's job: a FileInfo, a path, an index...
@@ -113,7 +115,8 @@ class BatchEmbedder(Generic[J, K]):
                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, gpu_decode: bool | None = None,
                  hash_files: bool = False, lookup: Callable[[str], K | None] | None = None,
                  before_first_batch: Callable[[], None] | None = None,
-                 decode_bytes: int = DEFAULT_DECODE_BYTES) -> None:
+                 decode_bytes: int = DEFAULT_DECODE_BYTES,
+                 read_text: Callable[[Image.Image], str] | None = None) -> None:
         self.side = side
         self.batch_size = max(1, batch_size)
         self.workers = workers or default_workers()
@@ -123,9 +126,11 @@ class BatchEmbedder(Generic[J, K]):
         self.hash_files = hash_files or lookup is not None
         self._lookup = lookup
         self._before_first_batch = before_first_batch
-        # Decode JPEGs on the model's GPU: by default exactly when it runs on CUDA.
+        self._read_text = read_text  # on the workers, from the decoded image, before preprocessing
+        # Decode JPEGs on the model's GPU: by default exactly when it runs on CUDA (the text is
+        # read from a CPU decode).
         wanted = str(side.device).startswith("cuda") if gpu_decode is None else gpu_decode
-        self._gpu = side.pixel_spec if wanted and side.pixels else None
+        self._gpu = side.pixel_spec if wanted and side.pixels and read_text is None else None
 
     def run(self, jobs: Iterable[J], path: Callable[[J], str]) -> Iterator[Outcome[J]]:
         batch: list[tuple[J, _Ready]] = []
@@ -219,7 +224,11 @@ class BatchEmbedder(Generic[J, K]):
         return _Ready(sha, Decoded(None, head.width, head.height, head.taken_at), raw)
 
     def _decoded(self, file: str, sha: str | None) -> _Ready:
-        decoded = decode(file, min_side=self.side.min_side, max_megapixels=self.max_megapixels, budget=self.budget)
+        min_side = self.side.min_side if self._read_text is None else max(self.side.min_side, OCR_SIDE)
+        decoded = decode(file, min_side=min_side, max_megapixels=self.max_megapixels, budget=self.budget)
+        if self._read_text is not None:
+            assert decoded.image is not None
+            decoded = dataclasses.replace(decoded, text=self._read_text(decoded.image))
         if not self.side.pixels:
             return _Ready(sha, decoded, decoded.image)
         # Preprocessing on the worker keeps the calling thread free for the model; the decoded

@@ -91,6 +91,7 @@ class Decoded:
     width: int  # of the original file, upright
     height: int
     taken_at: str | None
+    text: str | None = None  # the text read in the photo, when it was asked for (ocr.py)
 
 
 def open_regular(path: str) -> io.BufferedReader:

@@ -32,9 +32,10 @@ from ..encoders.base import Encoder
 from ..images.batches import Batch, BatchEmbedder, Copy, Known, Skipped
 from ..images.decode import Decoded
 from ..images.files import FileInfo, Kind, WalkErrors, scan
+from ..images.ocr import TextReader
 from ..records import Filter, IngestEvent, IngestReport, Point
 from ..store import Collection
-from ..store.schema import damaged_rows, file_path, image_payload, point_id, shown, sound_vector
+from ..store.schema import TEXT_KEY, damaged_rows, file_path, image_payload, point_id, shown, sound_vector
 from .writer import FLUSH_SECONDS, Writer
 
 Progress = Callable[[IngestEvent], None]
@@ -62,6 +63,7 @@ class IngestOptions:
     # Decode JPEGs on the encoder's device (nvjpeg): None means exactly when it is a CUDA GPU.
     gpu_decode: bool | None = None
     flush_every: float = FLUSH_SECONDS  # seconds between durable flushes of the store (writer.py)
+    read_text: bool = False  # read the text in each photo (OCR, images/ocr.py) into the payload
 
 
 @dataclass
@@ -190,13 +192,17 @@ class IngestRun:
             self._counts["scanned"] += 1
             old = known.get(info.path)
             if old is not None and info.path not in damaged and old.get("size") == info.size \
-                    and old.get("mtime_ns") == info.mtime_ns:
+                    and old.get("mtime_ns") == info.mtime_ns and not self._needs_text(old):
                 self._counts["unchanged"] += 1
                 if self.tags is not None and old.get(TAGS_KEY) != self.tags.key:
                     found.stale.append(info.path)
             else:
                 found.todo.append(info)
         return found
+
+    def _needs_text(self, payload: dict[str, Any]) -> bool:
+        """Asked to read text, and this point was stored without reading it: decoded again."""
+        return self.options.read_text and TEXT_KEY not in payload
 
     # -- new and changed files ------------------------------------------------------------------
 
@@ -205,7 +211,7 @@ class IngestRun:
         embedder: BatchEmbedder[FileInfo, Point] = BatchEmbedder(
             self.encoder.image_side(), batch_size=opts.batch_size, workers=opts.workers or None,
             max_megapixels=opts.max_megapixels, gpu_decode=opts.gpu_decode, lookup=self._stored_copy,
-            before_first_batch=self._load_model,
+            before_first_batch=self._load_model, read_text=TextReader().read if opts.read_text else None,
         )
         writer = Writer(self.collection, self._lock, lambda n: self._emit(IngestEvent("done", n=n)),
                         flush_every=opts.flush_every)
@@ -243,13 +249,15 @@ class IngestRun:
                extra: dict[str, Any]) -> Point:
         payload = image_payload(info.path, size=info.size, mtime_ns=info.mtime_ns, sha256=sha,
                                 width=decoded.width, height=decoded.height, taken_at=decoded.taken_at)
+        if decoded.text is not None:
+            payload[TEXT_KEY] = decoded.text
         return Point(point_id(info.path), vector, {**payload, **extra})
 
     def _stored_copy(self, sha: str) -> Point | None:
         """A stored point with this content, with its vector, or None (on worker threads)."""
         with self._lock:
             for point in self.collection.scroll(filter=Filter(sha256=sha), with_vectors=True, batch=4):
-                if sound_vector(point.vector, self.encoder.spec.dim):
+                if sound_vector(point.vector, self.encoder.spec.dim) and not self._needs_text(point.payload):
                     return point
         return None
 

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from ..errors import BadQuery
 from ..records import CollectionInfo, Filter, ModelSpec, Point, ScoredPoint
-from .schema import shown
+from .schema import TEXT_KEY, shown
 
 
 class Collection(Protocol):
@@ -180,6 +180,8 @@ class CollectionBase:
             must.append(self._match_value("sha256", filter.sha256))
         if filter.tags:
             must.append(self._match_any("tags", list(filter.tags)))
+        if filter.text:
+            must.append(self._match_text(TEXT_KEY, filter.text))
         return self._all_of(must)
 
     def _point(self, point_id: Any, payload: dict[str, Any] | None, vectors: Any) -> Point:
@@ -209,6 +211,9 @@ class CollectionBase:
         raise NotImplementedError
 
     def _match_value(self, key: str, value: str) -> Any:
+        raise NotImplementedError
+
+    def _match_text(self, key: str, text: str) -> Any:
         raise NotImplementedError
 
     def _any_of(self, conditions: list[Any]) -> Any:

@@ -40,7 +40,7 @@ from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
 from . import health
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .lock import DirLock, locked_message
-from .schema import INDEXED_KEYWORDS
+from .schema import INDEXED_KEYWORDS, TEXT_KEY
 
 T = TypeVar("T")
 DAMAGED = ".damaged-"  # what a collection or its log set aside by `xlir check --repair` is called
@@ -99,6 +99,8 @@ class EdgeStore(ClosesOnExit):
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
                 handle.create_keyword_index(field)
+        if TEXT_KEY not in indexed:
+            handle.create_text_index(TEXT_KEY)
         self._handles[name] = handle
         return handle
 
@@ -247,6 +249,11 @@ class EdgeCollection(CollectionBase):
         keyword = qe.PayloadSchemaType.Keyword
         self._write("index the payload", lambda s: s.update(qe.UpdateOperation.create_field_index(field, keyword)))
 
+    def create_text_index(self, field: str) -> None:
+        # words in any script (the multilingual tokenizer splits CJK too), case and accents folded
+        params = qe.TextIndexParams(tokenizer=qe.TokenizerType.Multilingual, lowercase=True, ascii_folding=True)
+        self._write("index the payload", lambda s: s.update(qe.UpdateOperation.create_field_index(field, params)))
+
     def needs_optimize(self) -> bool:
         # Deleted points still count as indexed until a vacuum, so after heavy deletes this
         # undercounts the new points; the next large batch still trips it.
@@ -344,6 +351,9 @@ class EdgeCollection(CollectionBase):
 
     def _match_value(self, key: str, value: str) -> Any:
         return qe.FieldCondition(key, match=qe.MatchValue(value))
+
+    def _match_text(self, key: str, text: str) -> Any:
+        return qe.FieldCondition(key, match=qe.MatchText(text))
 
     def _any_of(self, conditions: list[Any]) -> Any:
         return qe.Filter(should=conditions)

@@ -29,6 +29,7 @@ import numpy as np
 
 POINT_NAMESPACE = uuid.NAMESPACE_URL
 INDEXED_KEYWORDS = ("path", "dirs", "sha256", "tags")
+TEXT_KEY = "text"  # the text read in a photo (`xlir index --read-text`), full-text indexed
 
 
 def point_id(path: str) -> str:

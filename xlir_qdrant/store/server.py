@@ -29,7 +29,7 @@ from ..errors import EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .lock import locked_message
-from .schema import INDEXED_KEYWORDS
+from .schema import INDEXED_KEYWORDS, TEXT_KEY
 
 _UPSERT_CHUNK = 256  # keeps one request well under the server's 32 MB body limit at 4096-d
 UPLOAD_STREAMS = 4  # concurrent upserts to a server during ingest
@@ -101,6 +101,10 @@ class ServerStore(ClosesOnExit):
                 for field in INDEXED_KEYWORDS:
                     retrying(self.location, "index the payload", lambda f=field: self.client.create_payload_index(
                         name, f, qm.PayloadSchemaType.KEYWORD))
+                text = qm.TextIndexParams(type=qm.TextIndexType.TEXT, tokenizer=qm.TokenizerType.MULTILINGUAL,
+                                          lowercase=True)
+                retrying(self.location, "index the payload", lambda: self.client.create_payload_index(
+                    name, TEXT_KEY, text))
         return ServerCollection(self, name, spec.vector_name)
 
     def collections(self) -> list[CollectionInfo]:
@@ -212,6 +216,9 @@ class ServerCollection(CollectionBase):
 
     def _match_value(self, key: str, value: str) -> Any:
         return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+
+    def _match_text(self, key: str, text: str) -> Any:
+        return qm.FieldCondition(key=key, match=qm.MatchText(text=text))
 
     def _any_of(self, conditions: list[Any]) -> Any:
         return qm.Filter(should=conditions)

@@ -7,7 +7,7 @@ from ..errors import BadQuery
 
 def resolve_tag(text: str) -> str:
     """A concept id from an id or a name in any language of the shipped vocabulary."""
-    from .vocab import lookup
+    from ..vocab import lookup
 
     concept = lookup(text.strip())
     if concept is None:

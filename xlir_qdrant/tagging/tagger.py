@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from ..cache import cached_array
 from ..encoders.base import Encoder, normalise
 from ..records import Tag
-from .vocab import Concept
+from ..vocab import Concept, ancestors
 
 # "{}" alone is always included: short prompts embed closest to short queries.
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -59,6 +59,7 @@ class TagDefaults:
 # Calibrated per model id with bench/tagging.py (the F1-best threshold over the top 5 tags of
 # 80 hand-labelled photos); models not listed use TagDefaults().
 CALIBRATED: dict[str, TagDefaults] = {
+    "sight-lite0-ssd-muse": TagDefaults(top_k=5, min_score=0.6),
     "conse-lite0-muse": TagDefaults(top_k=5, min_score=0.54),
     "conse-lite2-muse": TagDefaults(top_k=5, min_score=0.54),
 }
@@ -76,7 +77,7 @@ def tag_matrix(encoder: Encoder, concepts: Sequence[Concept], lang: str) -> NDAr
 
     def compute() -> NDArray[np.float32]:
         sentences = [t.format(n) for n in names for t in templates]
-        emb = encoder.embed_texts(sentences, lang=lang if lang != "*" else None)
+        emb = encoder.embed_labels(sentences, lang=lang if lang != "*" else None)
         return normalise(emb.reshape(len(names), len(templates), -1).mean(axis=1))
 
     return cached_array(f"tags-{encoder.spec.vector_name}-{lang}-{digest}.npz",
@@ -89,6 +90,7 @@ class Tagger:
     def __init__(self, encoder: Encoder, vocabulary: Sequence[Concept]) -> None:
         self.encoder = encoder
         self.vocabulary = list(vocabulary)
+        self._by_id = {c.id: c for c in self.vocabulary}
         self.defaults = defaults_for(encoder.spec.id)
         self._english: NDArray[np.float32] | None = None
         self.key = self._key()
@@ -126,15 +128,31 @@ class Tagger:
         out = []
         for row in scores:
             order = np.argsort(-row)[: max(top_k, 0)]
-            out.append([Tag(rank=r + 1, id=concepts[i].id, name=concepts[i].name(lang), lang=lang,
-                            score=round(float(row[i]), 4))
-                        for r, i in enumerate(order) if row[i] >= min_score])
+            tags = [Tag(rank=r + 1, id=concepts[i].id, name=concepts[i].name(lang), lang=lang,
+                        score=round(float(row[i]), 4))
+                    for r, i in enumerate(order) if row[i] >= min_score]
+            out.append(tags if free is not None else self._with_ancestors(tags, lang))
         return out
+
+    def _with_ancestors(self, tags: list[Tag], lang: str) -> list[Tag]:
+        """The tags, then each one's more general concepts not already there (a daisy is also a
+        flower and a plant), at the score of the specific tag that brought them."""
+        have = {t.id for t in tags}
+        extra: list[Tag] = []
+        for tag in tags:
+            for parent in ancestors(tag.id):
+                concept = self._by_id.get(parent)
+                if concept is None or parent in have:
+                    continue
+                have.add(parent)
+                extra.append(Tag(rank=len(tags) + len(extra) + 1, id=parent, name=concept.name(lang), lang=lang,
+                                 score=tag.score, via=tag.id))
+        return tags + extra
 
     def _key(self) -> str:
         """Identifies what top_ids() computes: stored tags made under another key are stale."""
         d = self.defaults
-        blob = "\x1f".join([self.encoder.spec.id, str(d.top_k), str(d.min_score), *TEMPLATES["en"],
+        blob = "\x1f".join([self.encoder.spec.id, str(d.top_k), str(d.min_score), *TEMPLATES["en"], "ancestors",
                              *(f"{c.id}={c.name('en')}" for c in self.vocabulary)])
         return "tags-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -52,7 +52,8 @@ USER_CATEGORY = "user"
 """The category of every concept read by :func:`load_user_vocabulary`."""
 
 VOCAB_FILE = "vocab.tsv"
-_PACKAGE = __name__.rpartition(".")[0]  # "xlir_qdrant.tagging"
+PARENTS_FILE = "parents.tsv"
+_PACKAGE = __name__  # "xlir_qdrant.vocab"
 _HEADER: tuple[str, ...] = ("id", "category", *LANGUAGES)
 _ID_RE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _USER_ID_RE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
@@ -116,6 +117,40 @@ def _parse_shipped(lines: Iterable[str], source: str) -> list[Concept]:
 def _shipped() -> tuple[Concept, ...]:
     text = resources.files(_PACKAGE).joinpath(VOCAB_FILE).read_text(encoding="utf-8")
     return tuple(_parse_shipped(text.splitlines(), f"{_PACKAGE}/{VOCAB_FILE}"))
+
+
+@functools.lru_cache(maxsize=1)
+def parents() -> dict[str, str]:
+    """Each concept's more general concept (``daisy`` -> ``flower``), from ``parents.tsv``;
+    checked against the vocabulary and for cycles once a process."""
+    text = resources.files(_PACKAGE).joinpath(PARENTS_FILE).read_text(encoding="utf-8")
+    known = {c.id for c in _shipped()}
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        child, _, parent = line.partition("\t")
+        if child not in known or parent not in known or child in out:
+            raise ValueError(f"{_PACKAGE}/{PARENTS_FILE}:{lineno}: {line!r} is not a new concept and a known parent")
+        out[child] = parent
+    for child in out:
+        _chain(out, child)
+    return out
+
+
+def ancestors(concept_id: str) -> tuple[str, ...]:
+    """The concepts ``concept_id`` is a kind of, nearest first (``daisy``: flower, plant)."""
+    return _chain(parents(), concept_id)
+
+
+def _chain(table: dict[str, str], cid: str) -> tuple[str, ...]:
+    out: list[str] = []
+    while cid in table:
+        cid = table[cid]
+        if cid in out:
+            raise ValueError(f"{PARENTS_FILE}: the parents of {out[0]!r} loop")
+        out.append(cid)
+    return tuple(out)
 
 
 def load_vocabulary() -> list[Concept]:
