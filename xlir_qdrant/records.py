@@ -65,6 +65,9 @@ class Hit:
     size: int
     width: int | None = None
     height: int | None = None
+    id: str = ""  # the point's id: what "more like this", thumbnails and tags of one photo take
+    taken_at: str | None = None  # the EXIF capture time alone (None when the file has none)
+    tags: tuple[str, ...] = ()  # concept ids stored at index time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

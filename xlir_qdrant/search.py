@@ -86,7 +86,8 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
         if not date and p.get("mtime_ns") is not None:
             date = datetime.fromtimestamp(int(p["mtime_ns"]) / 1e9).isoformat(timespec="seconds")
         hits.append(Hit(rank=rank, score=round(float(sp.score), 4), path=p.get("path", ""), date=date,
-                        size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height")))
+                        size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height"),
+                        id=sp.id, taken_at=p.get("taken_at"), tags=tuple(p.get("tags") or ())))
     return hits
 
 
