@@ -399,6 +399,41 @@ def test_a_vectorless_point_is_refused(col):
         col.upsert([Point(str(uuid.uuid4()), None, {"path": "/x.jpg"})])
 
 
+def test_a_serialised_handle_lets_threads_share_a_collection(col):
+    import threading
+
+    from xlir_qdrant.store.base import Serialised
+
+    shared = Serialised(col)
+    shared.upsert(random_points(1200))  # more than two scroll pages
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(20):
+                assert len(shared.query(unit(np.ones(DIM)), limit=5)) == 5
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def writer() -> None:
+        try:
+            for i in range(10):
+                shared.upsert(random_points(20, seed=100 + i, folder=f"/w/{i}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    scrolled = 0
+    for t in threads:
+        t.start()
+    for _ in shared.scroll(filter=Filter(under=("/a/photos",)), batch=500):
+        scrolled += 1  # the other threads' calls run between its pages
+    for t in threads:
+        t.join()
+    assert errors == [] and scrolled == 1200
+    assert shared.count() == 1400 and shared.thread_safe
+
+
 # -- EdgeStore: one process per store directory ---------------------------------------------
 
 _HOLDER = """

@@ -6,11 +6,17 @@ server talk only to this (and to recipe.py for training and evaluation).
         idx.index(["~/Pictures"])
         for hit in idx.search("perro en la playa").hits:
             print(hit.score, hit.path)
+
+One Index may be shared by threads (the web server does): the embedded engine takes one call
+at a time, so every store call holds one lock for its own length. An index run then lets
+searches in between its batches instead of holding the store for the whole run. Run one
+index() or check() at a time.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -32,6 +38,7 @@ from .ledger import Ledger, ledger_path
 from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
 from .search import SearchResult, search, validate
 from .store import Collection, Store, open_store
+from .store.base import Serialised
 from .store.schema import file_path, point_id
 from .tagging import resolve_tag
 from .tagging.tagger import Tagger
@@ -46,6 +53,9 @@ class Index:
         self._spec: ModelSpec | None = None
         self._collection: Collection | None = None
         self._purpose = purpose
+        # Held by each store call (see the module docstring) and while the wiring is settled,
+        # so two threads never open the same shard twice or load the model twice.
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, overrides: Overrides | None = None, *, purpose: str = "xlir", **flags: Any) -> Index:
@@ -63,11 +73,12 @@ class Index:
     @property
     def store(self) -> Store:
         """The backend: the one place that picks it is open_store (a URL means a server)."""
-        if self._store is None:
-            s = self.settings
-            self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
-                                     timeout=s.timeout, purpose=self._purpose)
-        return self._store
+        with self._lock:
+            if self._store is None:
+                s = self.settings
+                self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
+                                         timeout=s.timeout, purpose=self._purpose)
+            return self._store
 
     @property
     def collection(self) -> Collection:
@@ -75,9 +86,11 @@ class Index:
         return self._open_collection(create=False)
 
     def _open_collection(self, *, create: bool) -> Collection:
-        if self._collection is None:
-            self._collection = self.store.collection(self.settings.collection, self.model_spec(), create=create)
-        return self._collection
+        with self._lock:
+            if self._collection is None:
+                handle = self.store.collection(self.settings.collection, self.model_spec(), create=create)
+                self._collection = handle if handle.thread_safe else Serialised(handle, self._lock)
+            return self._collection
 
     def collection_model(self) -> ModelSpec | None:
         """The spec of the model that built this collection, if it exists and is known."""
@@ -99,15 +112,18 @@ class Index:
         Settled once: each answer reads the collection's config (a request, for a server)."""
         if self._encoder is not None:
             return self._encoder.spec
-        if self._spec is None:
-            self._spec = get_spec(self.settings.model) if self.settings.model else (
-                self.collection_model() or get_spec(DEFAULT_MODEL))
-        return self._spec
+        with self._lock:
+            if self._spec is None:
+                self._spec = get_spec(self.settings.model) if self.settings.model else (
+                    self.collection_model() or get_spec(DEFAULT_MODEL))
+            return self._spec
 
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(self.model_spec(), device=self.settings.device)
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = load_encoder(self.model_spec(), device=self.settings.device)
         return self._encoder
 
     def runtime(self) -> Runtime:
@@ -293,15 +309,18 @@ class Index:
 
     def stats(self) -> IndexStats:
         store = self.store
+        with self._lock:  # it reads the open shards too
+            collections = tuple(store.collections())
         return IndexStats(store=store.kind, location=self.location, device=device_summary(),
-                          collections=tuple(store.collections()))
+                          collections=collections)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        self._collection = None
-        self._spec = None
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._collection = None
+            self._spec = None
 
 
 When = str | date | datetime | None
