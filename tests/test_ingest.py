@@ -324,3 +324,24 @@ def test_a_failed_upsert_stops_the_run_with_the_stores_error(tmp_path: Path) -> 
     # what went up before the failure is kept; nothing after it is written
     assert collection.count() == store.sizes[0] < 12
     edge.close()
+
+
+def test_a_run_asked_to_stop_keeps_what_it_stored_and_the_next_resumes(tmp_path: Path) -> None:
+    import threading
+
+    from xlir_qdrant.errors import Cancelled
+
+    folder = _many(tmp_path / "photos", 12)
+    stop = threading.Event()
+
+    def progress(ev: Event) -> None:
+        if ev.kind == "done":  # a batch is stored: ask the run to stop
+            stop.set()
+
+    with Index(Settings.load(Overrides(store=tmp_path / "store", model="fake-colour", batch_size=2))) as idx:
+        with pytest.raises(Cancelled, match="kept"):
+            idx.index([folder], progress=progress, cancel=stop)
+        stored = idx.count()
+        assert 2 <= stored < 12
+        report = idx.index([folder])
+        assert report.unchanged == stored and report.added == 12 - stored

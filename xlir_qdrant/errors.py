@@ -39,5 +39,9 @@ class StoreDamaged(StoreUnavailable):
     """A store's files are damaged; the message points at `xlir check --repair`."""
 
 
+class Cancelled(XlirError):
+    """A run was asked to stop (a web app's cancel); what it stored is kept."""
+
+
 class DiskFull(XlirError):
     """Too little free space to write safely; nothing stored is lost."""

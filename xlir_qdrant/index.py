@@ -137,7 +137,10 @@ class Index:
 
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
-              include_hidden: bool = False, prune: bool = True) -> IngestReport:
+              include_hidden: bool = False, prune: bool = True,
+              cancel: threading.Event | None = None) -> IngestReport:
+        """Embed new and changed images under ``paths``; setting ``cancel`` (from another
+        thread) stops the run with Cancelled, keeping what it stored."""
         roots = [Path(p).expanduser() for p in paths]
         missing = [str(r) for r in roots if not r.exists()]
         if roots and len(missing) == len(roots):
@@ -149,7 +152,7 @@ class Index:
                                 max_megapixels=s.max_megapixels, prune=prune)
         ledger = self.ledger()
         ledger.record_index(s.collection, [str(r) for r in roots if r.exists()], {})  # before: a crash keeps it
-        report = IngestRun(encoder, collection, options, progress, tags=self.tagger()).run(roots)
+        report = IngestRun(encoder, collection, options, progress, tags=self.tagger(), cancel=cancel).run(roots)
         ledger.record_index(s.collection, [], report.to_dict())
         return report
 

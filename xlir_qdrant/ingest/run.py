@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import Encoder
+from ..errors import Cancelled
 from ..images.batches import Batch, BatchEmbedder, Copy, Known, Skipped
 from ..images.decode import Decoded
 from ..images.files import FileInfo, WalkErrors, scan
@@ -74,11 +75,15 @@ class IngestRun:
     """Index some roots into one collection; ``run()`` returns the IngestReport."""
 
     def __init__(self, encoder: Encoder, collection: Collection, options: IngestOptions | None = None,
-                 progress: Progress | None = None, tags: Tagging | None = None) -> None:
+                 progress: Progress | None = None, tags: Tagging | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.encoder = encoder
         self.collection = collection
         self.options = options or IngestOptions()
         self.tags = tags
+        # Set by another thread to stop the run between two files or batches; what was embedded
+        # until then is still stored (the writer drains on the way out).
+        self._cancel = cancel or threading.Event()
         self._emit: Progress = progress or (lambda _e: None)
         self._counts: Counter[str] = Counter()  # IngestReport's fields, counted as the run goes
         # Workers look up hashes while the writer upserts: one call at a time, unless the
@@ -89,6 +94,7 @@ class IngestRun:
         start = time.perf_counter()
         self._verified = 0  # points whose stored vectors were read and checked (damaged ones redone)
         for root in roots:
+            self._check_cancel()
             self._index_root(Path(os.path.abspath(root)))
         if not self.collection.trusted and self._verified >= self.collection.count():
             self.collection.mark_verified()  # every point was checked: trusted from the next run
@@ -151,6 +157,7 @@ class IngestRun:
     def _scan(self, root: Path, known: dict[str, dict[str, Any]], damaged: set[str]) -> _Scan:
         found = _Scan(errors=WalkErrors(report=self._skip))
         for info in scan(root, include_hidden=self.options.include_hidden, errors=found.errors):
+            self._check_cancel()
             self._counts["scanned"] += 1
             found.seen.add(info.path)
             old = known.get(info.path)
@@ -176,6 +183,7 @@ class IngestRun:
                         flush_every=opts.flush_every)
         try:
             for outcome in embedder.run(todo, lambda info: info.path):
+                self._check_cancel()
                 if isinstance(outcome, Skipped):
                     self._skip(outcome.job.path, outcome.reason)
                 elif isinstance(outcome, Batch):
@@ -230,6 +238,10 @@ class IngestRun:
             self._counts["updated"] += 1
         elif not reused:
             self._counts["added"] += 1
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("the index run was stopped; everything it stored is kept, and the next run resumes")
 
     def _skip(self, path: str, reason: str) -> None:
         self._counts["skipped"] += 1
