@@ -31,6 +31,10 @@ class BadQuery(XlirError):
     """An empty or otherwise unusable query."""
 
 
+class NotFound(XlirError):
+    """No photo with that id in the index (or none that may be shown)."""
+
+
 class ConfigError(XlirError):
     """Ambiguous or invalid settings."""
 

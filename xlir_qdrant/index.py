@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
@@ -31,12 +32,14 @@ from .encoders.base import CROP_MARGIN, Encoder, device_summary
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
 from .check import Progress as CheckProgress
 from .check import check_points
-from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
+from .errors import BadQuery, EmptyIndex, ModelMismatch, NotFound, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
-from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
-from .search import SearchResult, search, validate
+from .records import (
+    CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Point, Runtime, TagResult,
+)
+from .search import SearchResult, search, to_hits, validate
 from .store import Collection, Store, open_store
 from .store.base import Serialised
 from .store.schema import file_path, point_id
@@ -246,6 +249,38 @@ class Index:
             raise EmptyIndex(f"the index {self.settings.collection!r} at {self.location} is empty: "
                              f"run `xlir index PATH` first")
         return result
+
+    def similar(self, photo_id: str, *, top_k: int = 10, min_score: float | None = None,
+                under: Sequence[str | os.PathLike[str]] = (), tags: Sequence[str] = (), after: When = None,
+                before: When = None) -> SearchResult:
+        """Photos like the indexed photo ``photo_id`` (its stored vector), itself left out."""
+        if top_k < 1:
+            raise BadQuery("--top-k must be at least 1")
+        since, until = date_range(after, before)
+        point = self._point(photo_id, with_vectors=True)
+        flt = Filter(under=tuple(os.path.abspath(os.path.expanduser(u)) for u in under),
+                     tags=tuple(resolve_tag(t) for t in tags), after=since, before=until)
+        scored = self.collection.query(point.vector, limit=top_k + 1, filter=flt, min_score=min_score)
+        return SearchResult(hits=to_hits([s for s in scored if s.id != point.id][:top_k]),
+                            model=self.model_spec().id)
+
+    def photo_path(self, photo_id: str) -> str:
+        """The file of the indexed photo ``photo_id`` (a Hit's id), exactly as indexed."""
+        return file_path(self._point(photo_id).payload)
+
+    def roots(self) -> list[str]:
+        """The folders and files ever indexed into this collection (from the ledger)."""
+        return self.ledger().roots(self.settings.collection)
+
+    def _point(self, photo_id: str, *, with_vectors: bool = False) -> Point:
+        try:
+            canonical = str(uuid.UUID(str(photo_id)))
+        except ValueError:
+            raise NotFound(f"no photo with id {str(photo_id)[:80]!r}: ids are the `id` of a search hit") from None
+        found = self.collection.retrieve([canonical], with_vectors=with_vectors)
+        if not found or (with_vectors and found[0].vector is None):
+            raise NotFound(f"no photo with id {canonical} in the index {self.settings.collection!r}")
+        return found[0]
 
     def tagger(self) -> Tagger:
         """A tagger for this index's model over the shipped vocabulary."""
