@@ -16,7 +16,7 @@ from xlir_cli import app, main
 from xlir_qdrant.store.schema import point_id
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "train", "eval")
+COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "serve", "train", "eval")
 runner = CliRunner()
 
 

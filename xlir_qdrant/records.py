@@ -96,7 +96,12 @@ class TagResult:
     tags: tuple[Tag, ...] = ()
 
     def to_dicts(self) -> list[dict[str, Any]]:
+        """One JSON object per tag (what `xlir tag --json` prints)."""
         return [{"path": self.path, "source": self.source, **t.to_dict()} for t in self.tags]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole result as one object (what the web API answers)."""
+        return {"path": self.path, "source": self.source, "tags": [t.to_dict() for t in self.tags]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,9 @@ class IngestEvent:
     n: int = 0
     path: str = ""
     reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

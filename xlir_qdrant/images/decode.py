@@ -15,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..errors import XlirError
+from .files import image_extensions
+
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME = 0x0132
@@ -88,6 +90,26 @@ def decode(path: str, *, min_side: int = 0, max_megapixels: float = DEFAULT_MAX_
     finally:
         if rgb is not im:  # the file itself; the pixels returned may be this very image
             im.close()
+
+
+def thumbnail(path: str, size: int, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, quality: int = 82) -> bytes:
+    """A JPEG of ``path``: upright, transparency on white, no side over ``size`` pixels. JPEGs
+    are decoded in draft mode at the smallest scale that still covers ``size``."""
+    image_extensions()  # registers HEIC/HEIF when pillow-heif is installed
+    im, probe = _open(Path(path), max_megapixels)
+    try:
+        if im.format == "JPEG":
+            im.draft("RGB", (size, size))
+        im.load()
+        rgb = _to_rgb(ImageOps.exif_transpose(im) if probe.orientation != 1 else im)
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        out = io.BytesIO()
+        rgb.save(out, "JPEG", quality=quality, optimize=True)
+        return out.getvalue()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DecodeError(_decode_reason(exc)) from None
+    finally:
+        im.close()
 
 
 def probe(source: str | bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Probe:
