@@ -1,4 +1,4 @@
-"""`xlir serve` as a command, in a process of its own."""
+"""`xlir serve` as a command, and the CLI talking to a running server: the same output."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,8 +15,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from conftest import save
 from xlir_cli import app, main
+from xlir_qdrant.config import Overrides, Settings
+from xlir_qdrant.index import Index
 from xlir_qdrant.serve import discovery
+from xlir_qdrant.serve.server import WebServer
 from xlir_qdrant.store.edge import EdgeStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +36,100 @@ def fixed_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
 def run(*args: str) -> tuple[int, str, str]:
     result = runner.invoke(main.app, list(args))
     return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def store(colour_photos: Path, tmp_path: Path) -> Path:
+    code, _, err = run("index", str(colour_photos), "--model", "fake-colour", "--store", str(tmp_path / "store"))
+    assert code == 0, err
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def served(store: Path) -> Iterator[WebServer]:
+    with Index(Settings.load(Overrides(store=store))) as idx, WebServer(idx, port=0) as server:
+        yield server
+
+
+COMMANDS = [
+    ("search", "rojo", "-k", "3"),
+    ("search", "blue", "--json"),
+    ("search", "red", "--in", "{photos}/trip", "--json"),
+    ("search", "--tag", "Rot", "--json"),
+    ("search", "--image", "{photos}/red.jpg", "-k", "2", "--json"),
+    ("tag", "{photos}/red.jpg", "{photos}/trip/blue.jpg", "--lang", "de"),
+    ("tag", "{photos}/red.jpg", "--json"),
+    ("info", "--json"),
+]
+
+
+def test_with_a_server_holding_the_store_the_commands_print_the_same(store: Path, colour_photos: Path) -> None:
+    def each(command: tuple[str, ...]) -> list[str]:
+        return [a.replace("{photos}", str(colour_photos)) for a in command] + ["--store", str(store)]
+
+    alone = [run(*each(c)) for c in COMMANDS]
+    with Index(Settings.load(Overrides(store=store))) as idx, WebServer(idx, port=0) as server:
+        assert discovery.path_for(store).exists()
+        with pytest.raises(Exception, match="in use by process"):
+            EdgeStore(store)  # held: without the server these commands would be refused
+        shared = [run(*each(c)) for c in COMMANDS]
+    for command, (code, out, err), (code2, out2, err2) in zip(COMMANDS, alone, shared, strict=True):
+        assert (code, out) == (code2, out2), (command, err2)
+        assert f"using the running `xlir serve` at {server.url}" in err2 and "using" not in err
+    assert not discovery.path_for(store).exists()  # removed on the way out
+
+
+def test_index_through_the_server_reports_like_a_local_run(served: WebServer, store: Path,
+                                                           colour_photos: Path) -> None:
+    save(colour_photos / "more" / "black.png", (0, 0, 0))
+    (colour_photos / "more" / "broken.jpg").write_bytes(b"garbage")
+    code, out, err = run("index", str(colour_photos), "--store", str(store), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["added"], report["unchanged"], report["skipped"]) == (1, 4, 1)
+    assert "broken.jpg" in err and "skipped" in err and "model fake-colour on cpu" in err
+    code, out, err = run("search", "black", "-k", "1", "--json", "--store", str(store))
+    assert code == 0 and json.loads(out)["path"].endswith("black.png")
+
+
+def test_a_relative_path_is_resolved_where_the_command_runs(served: WebServer, store: Path, colour_photos: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(colour_photos)
+    code, out, err = run("tag", "red.jpg", "--json", "--store", str(store))
+    assert code == 0, err
+    assert json.loads(out.splitlines()[0])["path"] == str(colour_photos / "red.jpg")
+    code, out, _ = run("search", "red", "--in", "trip", "--json", "--store", str(store))
+    assert code == 0 and all("/trip/" in json.loads(line)["path"] for line in out.splitlines())
+
+
+def test_a_file_outside_the_indexed_folders_is_sent_to_the_server(served: WebServer, store: Path,
+                                                                 tmp_path: Path) -> None:
+    elsewhere = save(tmp_path / "downloads" / "red-too.png", (220, 20, 20))
+    code, out, err = run("tag", str(elsewhere), "--json", "--store", str(store))
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows and all(r["path"] == str(elsewhere) and r["source"] == "file" for r in rows)
+    code, _, err = run("tag", str(tmp_path / "nope.png"), "--store", str(store))
+    assert code == 1 and "no such file" in err and len(err.strip().splitlines()) == 2  # the note, the error
+
+
+def test_errors_through_the_server_are_one_line(served: WebServer, store: Path) -> None:
+    code, out, err = run("search", "", "--store", str(store))
+    assert code == 1 and out == "" and "empty query" in err and "Traceback" not in err
+    code, _, err = run("search", "red", "-c", "other", "--store", str(store))
+    assert code == 1 and "held by `xlir serve`" in err and "collection 'photos'" in err
+
+
+def test_a_stale_server_file_is_ignored(store: Path, colour_photos: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid, port in ((int(dead.stdout), 9), (os.getpid(), 9)):  # a dead process; a live one that does not answer
+        discovery.write(discovery.ServerFile(pid=pid, host="127.0.0.1", port=port, url=f"http://127.0.0.1:{port}",
+                                             store=str(store), collection="photos", model="fake-colour"))
+        code, out, err = run("search", "red", "-k", "1", "--json", "--store", str(store))
+        assert code == 0 and "using the running" not in err and json.loads(out)["path"].endswith("red.jpg")
+
+
+# -- the command itself, in a process of its own --------------------------------------------------
 
 
 def _start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
