@@ -198,3 +198,18 @@ def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         code, _, err = run("serve", "--port", str(port), "--store", str(tmp_path / "store"))
     assert code == 1 and "is in use" in err and "--port" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_server_runs_numpy_on_one_blas_thread_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xlir_cli import launch
+
+    monkeypatch.setattr(main, "app", lambda: None)
+    for argv, expected in ((["xlir", "serve", "--port", "0"], "1"), (["xlir", "search", "gato"], None)):
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+        monkeypatch.setattr(sys, "argv", argv)
+        launch.main()
+        assert os.environ.get("OPENBLAS_NUM_THREADS") == expected
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")  # the user's choice wins
+    monkeypatch.setattr(sys, "argv", ["xlir", "serve"])
+    launch.main()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
