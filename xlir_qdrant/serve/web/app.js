@@ -63,6 +63,11 @@ function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 
+function shortPath(path) { // the folder and the file: enough to tell photos apart on a tile
+  const parts = String(path).split(/[\\/]/).filter(Boolean);
+  return parts.length > 2 ? "…/" + parts.slice(-2).join("/") : String(path);
+}
+
 function basename(path) {
   const parts = String(path).split(/[\\/]/);
   return parts[parts.length - 1] || path;
@@ -106,7 +111,7 @@ function render(hits, title) {
     img.addEventListener("error", () => button.classList.add("broken"));
     const meta = document.createElement("span");
     meta.className = "meta";
-    meta.innerHTML = `<span class="score">${hit.score.toFixed(3)}</span><span class="where">${escapeHtml(hit.path)}</span>`;
+    meta.innerHTML = `<span class="score">${hit.score.toFixed(3)}</span><span class="where">${escapeHtml(shortPath(hit.path))}</span>`;
     button.append(img, meta);
     button.addEventListener("click", () => openPhoto(hit));
     li.append(button);
