@@ -261,10 +261,9 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 
-    # Outermost last: Boundary(Headers(Guard(BodyLimit(the app)))).
+    # Outermost last: Boundary(Guard(BodyLimit(the app))).
     app.add_middleware(BodyLimit, upload_bytes=limits.upload_bytes + 2**16, body_bytes=limits.body_bytes)
     app.add_middleware(Guard, token=token, loopback=loopback)
-    app.add_middleware(Headers)
     app.add_middleware(Boundary)
     return app
 
@@ -306,31 +305,10 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class Headers:
-    """Security headers on every answer; API answers are not cached unless they say so."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += SECURITY_HEADERS
-                if scope["path"].startswith("/api/") and not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
 class Boundary:
-    """The last line: an unexpected error is one JSON line (and one log line), no traceback."""
+    """The outermost layer: the security headers on every answer (API answers are not cached
+    unless they say so), and an unexpected error as one JSON line (and one log line), never a
+    traceback."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -345,6 +323,10 @@ class Boundary:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                headers = [*message.get("headers", []), *SECURITY_HEADERS]
+                if scope["path"].startswith("/api/") and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -352,4 +334,4 @@ class Boundary:
         except Exception as exc:  # noqa: BLE001 - answered in one line below
             log.warning("%s %s failed: %s: %s", scope.get("method"), scope.get("path"), type(exc).__name__, exc)
             if not started:
-                await send_error(send, 500, f"internal error ({type(exc).__name__}): {exc}")
+                await send_error(tracked, 500, f"internal error ({type(exc).__name__}): {exc}")

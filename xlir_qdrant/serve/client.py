@@ -98,12 +98,8 @@ class RemoteIndex:
         if image is None:
             data = self._call("GET", "/api/search", params=fields)
         else:
-            try:
-                content = Path(image).read_bytes()
-            except FileNotFoundError:
-                raise BadQuery(f"query image {image} does not exist") from None
-            except OSError as exc:
-                raise BadQuery(f"cannot use {image} as a query image: {exc.strerror or exc}") from None
+            content = _read(image, missing=f"query image {image} does not exist",
+                            unreadable=f"cannot use {image} as a query image")
             data = self._call("POST", "/api/search", data=fields, files={"image": (str(image), content)})
         return SearchResult(hits=[_hit(h) for h in data["hits"]], model=data["model"], lang=data.get("lang"))
 
@@ -155,12 +151,7 @@ class RemoteIndex:
         return [_tag_result(r) for r in data["results"]]
 
     def _tag_bytes(self, path: str, options: dict[str, Any]) -> TagResult:
-        try:
-            content = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise BadQuery(f"cannot tag {path}: no such file") from None
-        except OSError as exc:
-            raise BadQuery(f"cannot tag {path}: {exc.strerror or exc}") from None
+        content = _read(path, missing=f"cannot tag {path}: no such file", unreadable=f"cannot tag {path}")
         fields = {k: v for k, v in {**options, "path": path}.items() if v is not None}
         data = self._call("POST", "/api/tag/image", data=fields, files={"image": (os.path.basename(path), content)})
         return _tag_result(data["results"][0])
@@ -230,6 +221,16 @@ def _events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
             kind = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].strip())
+
+
+def _read(path: str | os.PathLike[str], *, missing: str, unreadable: str) -> bytes:
+    """A file's bytes, to send; the same one-line errors as reading it locally."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BadQuery(missing) from None
+    except OSError as exc:
+        raise BadQuery(f"{unreadable}: {exc.strerror or exc}") from None
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:
