@@ -11,16 +11,19 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from xlir_qdrant import __version__
-from xlir_qdrant.config import Overrides
+from xlir_qdrant.config import Overrides, Settings
 from xlir_qdrant.errors import XlirError
 from xlir_qdrant.index import Index
+
+if TYPE_CHECKING:
+    from xlir_qdrant.serve.client import RemoteIndex
 
 ENV_HELP = (
     "Environment: XLIR_HOME (data dir), XLIR_STORE, XLIR_QDRANT_URL, XLIR_QDRANT_API_KEY, "
@@ -111,7 +114,25 @@ def open_index(purpose: str, overrides: Overrides) -> Index:
     return Index.open(overrides, purpose=purpose)
 
 
-def first_use(idx: Index, *, needed: bool = True) -> contextlib.AbstractContextManager[object]:
+def open_shared(purpose: str, overrides: Overrides, *, any_collection: bool = False) -> Index | RemoteIndex:
+    """Like open_index, but while `xlir serve` holds this store, the server answers instead
+    (the same methods and records, over HTTP). ``any_collection``: the command does not care
+    which collection the server serves (`xlir info` lists them all)."""
+    from xlir_qdrant.serve import discovery
+
+    settings = Settings.load(overrides)
+    if not settings.uses_server and discovery.path_for(settings.store_path).exists():
+        from xlir_qdrant.serve.client import connect
+
+        remote = connect(settings, any_collection=any_collection)
+        if remote is not None:
+            ui.err.print(f"using the running `xlir serve` at {remote.url}, which holds this store", style="dim",
+                         highlight=False, soft_wrap=True)
+            return remote
+    return Index(settings, purpose=purpose)
+
+
+def first_use(idx: Index | RemoteIndex, *, needed: bool = True) -> contextlib.AbstractContextManager[object]:
     """A spinner while a model is prepared on its first use on this machine (~30 s, once)."""
     note = idx.first_use_note() if needed else ""
     return ui.err.status(f"loading model ({note})") if note else contextlib.nullcontext()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from . import evaluation, photos, training
+from . import evaluation, photos, serving, training
 from .app import app
 
-for _group in (photos, training, evaluation):
+for _group in (photos, serving, training, evaluation):
     _group.register(app)
 
 __all__ = ["app"]

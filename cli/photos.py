@@ -12,7 +12,9 @@ from rich.markup import escape
 from xlir_qdrant.config import Overrides
 from xlir_qdrant.index import list_models
 
-from .app import CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
+from .app import (
+    CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, open_shared, ui,
+)
 from .render import (
     CheckProgress, IndexProgress, check_notes, check_table, collections_table, hits_table, index_summary, info_lines,
     models_table, print_json_lines, tags_table,
@@ -46,7 +48,7 @@ def index(
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
     with errors():
-        with open_index("xlir index", settings) as idx:
+        with open_shared("xlir index", settings) as idx:
             run = idx.runtime()
             ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
                          f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
@@ -79,7 +81,7 @@ def search(
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
     with errors():
-        with open_index("xlir search", settings) as idx, first_use(idx, needed=image is not None):
+        with open_shared("xlir search", settings) as idx, first_use(idx, needed=image is not None):
             result = idx.search(query, image=image, negatives=negative or (), top_k=top_k, min_score=min_score,
                                 lang=lang, under=under or (), tags=tag or ())
         if json:
@@ -116,7 +118,7 @@ def tag(
     xlir tag beach.jpg --vocab my-tags.txt --lang pt
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
-    with errors(), open_index("xlir tag", settings) as idx:
+    with errors(), open_shared("xlir tag", settings) as idx:
         with first_use(idx):
             results = idx.tag(files, lang=lang, top_k=top_k, min_score=min_score, vocab=vocab)
         if json:
@@ -138,7 +140,7 @@ def remove(
 
 def info(store: StoreOpt = None, qdrant_url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Where the index is, its collections, points per model, and the compute device."""
-    with errors(), open_index("xlir info", Overrides(store=store, qdrant_url=qdrant_url)) as idx:
+    with errors(), open_shared("xlir info", Overrides(store=store, qdrant_url=qdrant_url), any_collection=True) as idx:
         stats = idx.stats()
         if json:
             print_json_lines(ui.out, [stats.to_dict()])

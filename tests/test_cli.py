@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from conftest import save
 from xlir_cli import app, main
+from xlir_qdrant.store.schema import point_id
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "train", "eval")
+COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "serve", "train", "eval")
 runner = CliRunner()
 
 
@@ -37,6 +38,7 @@ def _normalise(text: str, root: Path) -> str:
     text = text.replace(str(root), "<photos>")
     text = re.sub(r"\d+\.\ds\b", "<s>", text)  # durations
     text = re.sub(r"\(\d+\.\d images/s\)", "(<rate>)", text)
+    text = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)  # from tmp paths
     return re.sub(r"\d{4}-\d{2}-\d{2}(T[\d:]+)?", "<date>", text)
 
 
@@ -68,7 +70,8 @@ def test_search_json_golden_has_the_table_fields(indexed: Path, tmp_path: Path) 
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["rank"] for r in rows] == [1, 2] and rows[0]["path"].endswith("blue.jpg")
-    assert {"rank", "score", "path", "date", "size"} <= set(rows[0])
+    assert {"rank", "score", "path", "date", "size", "id", "taken_at", "tags"} <= set(rows[0])
+    assert rows[0]["id"] == point_id(rows[0]["path"]) and "blue" in rows[0]["tags"]
     _golden("search.jsonl", _normalise(out, indexed))
 
 

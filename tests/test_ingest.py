@@ -348,3 +348,43 @@ def test_progress_total_is_known_first_and_every_count_adds_up(tmp_path: Path, c
                                                   report.skipped))
     settled = sum(e.n for e in events if e.kind in ("passed", "done")) + kinds.count("skipped")
     assert settled == found.n  # the bar ends full, having moved for skipped files too
+
+
+def test_a_run_asked_to_stop_keeps_what_it_stored_and_the_next_resumes(tmp_path: Path) -> None:
+    import threading
+
+    from xlir_qdrant.errors import Cancelled
+
+    folder = _many(tmp_path / "photos", 12)
+    stop = threading.Event()
+
+    def progress(ev: Event) -> None:
+        if ev.kind == "done":  # a batch is stored: ask the run to stop
+            stop.set()
+
+    with Index(Settings.load(Overrides(store=tmp_path / "store", model="fake-colour", batch_size=2))) as idx:
+        with pytest.raises(Cancelled, match="kept"):
+            idx.index([folder], progress=progress, cancel=stop)
+        stored = idx.count()
+        assert 2 <= stored < 12
+        report = idx.index([folder])
+        assert report.unchanged == stored and report.added == 12 - stored
+
+
+def test_similar_photos_a_photos_file_and_the_indexed_roots(tmp_path: Path, colour_photos: Path) -> None:
+    from xlir_qdrant.errors import NotFound
+
+    with Index(Settings.load(Overrides(store=tmp_path / "store", model="fake-colour"))) as idx:
+        idx.index([colour_photos / "trip", colour_photos / "red.jpg"])
+        red = idx.search("red", top_k=1).hits[0]
+        assert idx.photo_path(red.id) == str(colour_photos / "red.jpg")
+        like = idx.similar(red.id, top_k=5).hits
+        assert red.id not in [h.id for h in like] and len(like) == 2 and [h.rank for h in like] == [1, 2]
+        assert [h.path for h in idx.similar(red.id, under=[colour_photos / "trip" / "blue.jpg"]).hits] == [
+            str(colour_photos / "trip" / "blue.jpg")]
+        assert idx.roots() == [str(colour_photos / "trip"), str(colour_photos / "red.jpg")]
+        for unknown in ("not-an-id", "00000000-0000-5000-8000-000000000000"):
+            with pytest.raises(NotFound, match="no photo with id"):
+                idx.similar(unknown)
+            with pytest.raises(NotFound):
+                idx.photo_path(unknown)

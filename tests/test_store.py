@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -166,6 +167,34 @@ def test_filter_by_sha256_and_with_a_folder(col):
     assert [h.id for h in by_hash] == [points[7].id]
     assert col.count(Filter(sha256=sha, under=("/a/photos",))) == 1
     assert col.count(Filter(sha256=sha, under=("/c",))) == 0  # conditions are ANDed
+
+
+def _ns(when: str) -> int:
+    return int(datetime.fromisoformat(when).timestamp() * 1e9)  # local time, as Hit.date shows mtimes
+
+
+def test_filter_by_date_takes_the_exif_date_else_the_file_time(col):
+    col.upsert([
+        # taken in 2020, copied to this disk in 2023: its date is 2020
+        make_point("/a/old.jpg", [1, 0, 0, 0, 0, 0, 0, 0], taken_at="2020-05-01T10:00:00",
+                   mtime_ns=_ns("2023-01-01T00:00:00")),
+        make_point("/a/scan.png", [1, 1, 0, 0, 0, 0, 0, 0], mtime_ns=_ns("2021-03-01T12:00:00")),  # no EXIF
+        make_point("/a/eve.jpg", [1, 0.5, 0, 0, 0, 0, 0, 0], taken_at="2022-12-31T23:59:59",
+                   mtime_ns=_ns("2020-01-01T00:00:00")),
+    ])
+
+    def paths(**kw) -> set[str]:
+        return {PurePosixPath(p.payload["path"]).name for p in col.scroll(filter=Filter(**kw))}
+
+    assert paths(after=datetime(2021, 1, 1)) == {"scan.png", "eve.jpg"}
+    assert paths(before=datetime(2021, 1, 1)) == {"old.jpg"}
+    assert paths(after=datetime(2021, 1, 1), before=datetime(2022, 1, 1)) == {"scan.png"}
+    assert paths(after=datetime(2022, 12, 31, 23, 59, 59)) == {"eve.jpg"}  # after is inclusive
+    assert paths(before=datetime(2022, 12, 31, 23, 59, 59)) == {"old.jpg", "scan.png"}  # before is not
+    hits = col.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10,
+                     filter=Filter(after=datetime(2021, 1, 1), under=("/a",)))
+    assert [PurePosixPath(h.payload["path"]).name for h in hits] == ["eve.jpg", "scan.png"]
+    assert col.count(Filter(after=datetime(2021, 1, 1), tags=("cat",))) == 0  # ANDed with the rest
 
 
 def test_recommend_with_a_negative_moves_results_away_from_it(col):
@@ -368,6 +397,41 @@ def test_close_is_idempotent_and_the_store_is_a_context_manager(opener):
 def test_a_vectorless_point_is_refused(col):
     with pytest.raises(ValueError):
         col.upsert([Point(str(uuid.uuid4()), None, {"path": "/x.jpg"})])
+
+
+def test_a_serialised_handle_lets_threads_share_a_collection(col):
+    import threading
+
+    from xlir_qdrant.store.base import Serialised
+
+    shared = Serialised(col)
+    shared.upsert(random_points(1200))  # more than two scroll pages
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(20):
+                assert len(shared.query(unit(np.ones(DIM)), limit=5)) == 5
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def writer() -> None:
+        try:
+            for i in range(10):
+                shared.upsert(random_points(20, seed=100 + i, folder=f"/w/{i}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    scrolled = 0
+    for t in threads:
+        t.start()
+    for _ in shared.scroll(filter=Filter(under=("/a/photos",)), batch=500):
+        scrolled += 1  # the other threads' calls run between its pages
+    for t in threads:
+        t.join()
+    assert errors == [] and scrolled == 1200
+    assert shared.count() == 1400 and shared.thread_safe
 
 
 # -- EdgeStore: one process per store directory ---------------------------------------------

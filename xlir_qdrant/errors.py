@@ -31,12 +31,20 @@ class BadQuery(XlirError):
     """An empty or otherwise unusable query."""
 
 
+class NotFound(XlirError):
+    """No photo with that id in the index (or none that may be shown)."""
+
+
 class ConfigError(XlirError):
     """Ambiguous or invalid settings."""
 
 
 class StoreDamaged(StoreUnavailable):
     """A store's files are damaged; the message points at `xlir check --repair`."""
+
+
+class Cancelled(XlirError):
+    """A run was asked to stop (a web app's cancel); what it stored is kept."""
 
 
 class DiskFull(XlirError):

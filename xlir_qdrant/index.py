@@ -6,14 +6,22 @@ server talk only to this (and to recipe.py for training and evaluation).
         idx.index(["~/Pictures"])
         for hit in idx.search("perro en la playa").hits:
             print(hit.score, hit.path)
+
+One Index may be shared by threads (the web server does): the embedded engine takes one call
+at a time, so every store call holds one lock for its own length. An index run then lets
+searches in between its batches instead of holding the store for the whole run. Run one
+index() or check() at a time.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +32,16 @@ from .encoders.base import CROP_MARGIN, Encoder, device_summary
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
 from .check import Progress as CheckProgress
 from .check import check_points
-from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
+from .errors import BadQuery, EmptyIndex, ModelMismatch, NotFound, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
-from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
-from .search import SearchResult, search, validate
+from .records import (
+    CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Point, Runtime, TagResult,
+)
+from .search import SearchResult, search, to_hits, validate
 from .store import Collection, Store, open_store
+from .store.base import Serialised
 from .store.schema import file_path, point_id
 from .tagging import resolve_tag
 from .tagging.tagger import Tagger
@@ -45,6 +56,9 @@ class Index:
         self._spec: ModelSpec | None = None
         self._collection: Collection | None = None
         self._purpose = purpose
+        # Held by each store call (see the module docstring) and while the wiring is settled,
+        # so two threads never open the same shard twice or load the model twice.
+        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, overrides: Overrides | None = None, *, purpose: str = "xlir", **flags: Any) -> Index:
@@ -62,11 +76,12 @@ class Index:
     @property
     def store(self) -> Store:
         """The backend: the one place that picks it is open_store (a URL means a server)."""
-        if self._store is None:
-            s = self.settings
-            self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
-                                     timeout=s.timeout, purpose=self._purpose)
-        return self._store
+        with self._lock:
+            if self._store is None:
+                s = self.settings
+                self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
+                                         timeout=s.timeout, purpose=self._purpose)
+            return self._store
 
     @property
     def collection(self) -> Collection:
@@ -74,9 +89,11 @@ class Index:
         return self._open_collection(create=False)
 
     def _open_collection(self, *, create: bool) -> Collection:
-        if self._collection is None:
-            self._collection = self.store.collection(self.settings.collection, self.model_spec(), create=create)
-        return self._collection
+        with self._lock:
+            if self._collection is None:
+                handle = self.store.collection(self.settings.collection, self.model_spec(), create=create)
+                self._collection = handle if handle.thread_safe else Serialised(handle, self._lock)
+            return self._collection
 
     def collection_model(self) -> ModelSpec | None:
         """The spec of the model that built this collection, if it exists and is known."""
@@ -98,15 +115,18 @@ class Index:
         Settled once: each answer reads the collection's config (a request, for a server)."""
         if self._encoder is not None:
             return self._encoder.spec
-        if self._spec is None:
-            self._spec = get_spec(self.settings.model) if self.settings.model else (
-                self.collection_model() or get_spec(DEFAULT_MODEL))
-        return self._spec
+        with self._lock:
+            if self._spec is None:
+                self._spec = get_spec(self.settings.model) if self.settings.model else (
+                    self.collection_model() or get_spec(DEFAULT_MODEL))
+            return self._spec
 
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(self.model_spec(), device=self.settings.device)
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = load_encoder(self.model_spec(), device=self.settings.device)
         return self._encoder
 
     def runtime(self) -> Runtime:
@@ -120,7 +140,11 @@ class Index:
 
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
-              include_hidden: bool = False, prune: bool = True, read_text: bool = False) -> IngestReport:
+              include_hidden: bool = False, prune: bool = True, read_text: bool = False,
+              cancel: threading.Event | None = None) -> IngestReport:
+        """Embed new and changed images under ``paths``; ``read_text`` also reads the text in
+        them (OCR); setting ``cancel`` (from another thread) stops the run with Cancelled,
+        keeping what it stored."""
         roots = [Path(p).expanduser() for p in paths]
         missing = [str(r) for r in roots if not r.exists()]
         if roots and len(missing) == len(roots):
@@ -132,7 +156,7 @@ class Index:
                                 max_megapixels=s.max_megapixels, prune=prune, read_text=read_text)
         ledger = self.ledger()
         ledger.record_index(s.collection, [str(r) for r in roots if r.exists()], {})  # before: a crash keeps it
-        report = IngestRun(encoder, collection, options, progress, tags=self.tagger()).run(roots)
+        report = IngestRun(encoder, collection, options, progress, tags=self.tagger(), cancel=cancel).run(roots)
         ledger.record_index(s.collection, [], report.to_dict())
         return report
 
@@ -207,10 +231,13 @@ class Index:
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
                lang: str | None = None, under: Sequence[str | os.PathLike[str]] = (),
-               tags: Sequence[str] = ()) -> SearchResult:
+               tags: Sequence[str] = (), after: When = None, before: When = None) -> SearchResult:
         """Rank images by ``query`` (any language) and/or ``image``; ``tags`` (ids or names in
-        any language of the shipped vocabulary) keep only images tagged so at index time."""
+        any language of the shipped vocabulary) keep only images tagged so at index time;
+        ``after`` / ``before`` (a date, a datetime or an ISO-8601 string such as "2024-05-01")
+        keep images dated on or after / before it (their EXIF date, else the file's mtime)."""
         tag_ids = tuple(resolve_tag(t) for t in tags)
+        since, until = date_range(after, before)
         if tag_ids and not (query or "").strip() and image is None:
             query = " ".join(tags)  # `--tag Katze` alone: rank the tagged images by the tag itself
             min_score = 0.0 if min_score is None else min_score  # and list them all: they are tagged so
@@ -218,12 +245,44 @@ class Index:
         collection = self.collection
         result = search(self.encoder, collection, query=query, image=Path(image) if image else None,
                         negatives=tuple(negatives), top_k=top_k, min_score=min_score, lang=lang,
-                        under=tuple(Path(u) for u in under), tags=tag_ids)
+                        under=tuple(Path(u) for u in under), tags=tag_ids, after=since, before=until)
         # Counting 100k points takes 10 ms, twice the search itself: only when nothing matched.
         if not result.hits and collection.count() == 0:
             raise EmptyIndex(f"the index {self.settings.collection!r} at {self.location} is empty: "
                              f"run `xlir index PATH` first")
         return result
+
+    def similar(self, photo_id: str, *, top_k: int = 10, min_score: float | None = None,
+                under: Sequence[str | os.PathLike[str]] = (), tags: Sequence[str] = (), after: When = None,
+                before: When = None) -> SearchResult:
+        """Photos like the indexed photo ``photo_id`` (its stored vector), itself left out."""
+        if top_k < 1:
+            raise BadQuery("--top-k must be at least 1")
+        since, until = date_range(after, before)
+        point = self._point(photo_id, with_vectors=True)
+        flt = Filter(under=tuple(os.path.abspath(os.path.expanduser(u)) for u in under),
+                     tags=tuple(resolve_tag(t) for t in tags), after=since, before=until)
+        scored = self.collection.query(point.vector, limit=top_k + 1, filter=flt, min_score=min_score)
+        return SearchResult(hits=to_hits([s for s in scored if s.id != point.id][:top_k]),
+                            model=self.model_spec().id)
+
+    def photo_path(self, photo_id: str) -> str:
+        """The file of the indexed photo ``photo_id`` (a Hit's id), exactly as indexed."""
+        return file_path(self._point(photo_id).payload)
+
+    def roots(self) -> list[str]:
+        """The folders and files ever indexed into this collection (from the ledger)."""
+        return self.ledger().roots(self.settings.collection)
+
+    def _point(self, photo_id: str, *, with_vectors: bool = False) -> Point:
+        try:
+            canonical = str(uuid.UUID(str(photo_id)))
+        except ValueError:
+            raise NotFound(f"no photo with id {str(photo_id)[:80]!r}: ids are the `id` of a search hit") from None
+        found = self.collection.retrieve([canonical], with_vectors=with_vectors)
+        if not found or (with_vectors and found[0].vector is None):
+            raise NotFound(f"no photo with id {canonical} in the index {self.settings.collection!r}")
+        return found[0]
 
     def tagger(self) -> Tagger:
         """A tagger for this index's model over the shipped vocabulary."""
@@ -290,15 +349,43 @@ class Index:
 
     def stats(self) -> IndexStats:
         store = self.store
+        with self._lock:  # it reads the open shards too
+            collections = tuple(store.collections())
         return IndexStats(store=store.kind, location=self.location, device=device_summary(),
-                          collections=tuple(store.collections()))
+                          collections=collections)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-        self._collection = None
-        self._spec = None
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._collection = None
+            self._spec = None
+
+
+When = str | date | datetime | None
+
+
+def date_range(after: When, before: When) -> tuple[datetime | None, datetime | None]:
+    """``after`` and ``before`` as datetimes (a bare date is its midnight), checked in order."""
+    since, until = _when(after, "after"), _when(before, "before")
+    if since is not None and until is not None and since >= until:
+        raise BadQuery(f"after ({since:%Y-%m-%d %H:%M}) must be earlier than before ({until:%Y-%m-%d %H:%M})")
+    return since, until
+
+
+def _when(value: When, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise BadQuery(f"{name}={text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
 
 
 def list_models() -> list[ModelRow]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -38,16 +39,20 @@ class Filter:
     ``under``: keep images at or below one of these directories, or that are one of these files.
     ``sha256``: keep images with this content hash. ``tags``: keep images tagged with any of
     these concept ids. ``text``: keep images whose text (read at index time) has all these words.
-Non-empty fields combine with AND.
+    ``after`` / ``before``: keep images whose date (``Hit.date``: taken_at from EXIF, else the
+    file's modification time) is at or after / strictly before this local time (naive
+    datetimes are wall-clock times, as EXIF dates are). Non-empty fields combine with AND.
     """
 
     under: tuple[str, ...] = ()
     sha256: str | None = None
     tags: tuple[str, ...] = ()
     text: str | None = None  # keep images whose read text holds every word of this
+    after: datetime | None = None
+    before: datetime | None = None
 
     def is_empty(self) -> bool:
-        return not (self.under or self.sha256 or self.tags or self.text)
+        return not (self.under or self.sha256 or self.tags or self.text or self.after or self.before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,9 @@ class Hit:
     height: int | None = None
     cosine: float | None = None  # the raw similarity, when ``score`` is a calibrated probability
     text: str | None = None  # the text read in the photo (`xlir index --read-text`), if any
+    id: str = ""  # the point's id: what "more like this", thumbnails and tags of one photo take
+    taken_at: str | None = None  # the EXIF capture time alone (None when the file has none)
+    tags: tuple[str, ...] = ()  # concept ids stored at index time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +100,12 @@ class TagResult:
     tags: tuple[Tag, ...] = ()
 
     def to_dicts(self) -> list[dict[str, Any]]:
+        """One JSON object per tag (what `xlir tag --json` prints)."""
         return [{"path": self.path, "source": self.source, **t.to_dict()} for t in self.tags]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole result as one object (what the web API answers)."""
+        return {"path": self.path, "source": self.source, "tags": [t.to_dict() for t in self.tags]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +147,9 @@ class IngestEvent:
     n: int = 0
     path: str = ""
     reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,10 +55,12 @@ def search(
     lang: str | None = None,
     under: tuple[Path, ...] = (),
     tags: tuple[str, ...] = (),
+    after: datetime | None = None,
+    before: datetime | None = None,
 ) -> SearchResult:
     text = validate(query, image, top_k)
     negatives = tuple(n.strip() for n in negatives if n and n.strip())
-    flt = _filter(under, tags)
+    flt = _filter(under, tags, after, before)
     used_lang = query_language(encoder, text, lang) if text else lang
 
     positives = []
@@ -123,14 +125,17 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
             date = datetime.fromtimestamp(int(p["mtime_ns"]) / 1e9).isoformat(timespec="seconds")
         hits.append(Hit(rank=rank, score=round(float(sp.score), 4), path=p.get("path", ""), date=date,
                         size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height"),
+                        id=sp.id, taken_at=p.get("taken_at"), tags=tuple(p.get("tags") or ()),
                         text=p.get("text") or None))
     return hits
 
 
-def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = ()) -> Filter | None:
-    if not under and not tags:
+def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = (), after: datetime | None = None,
+            before: datetime | None = None) -> Filter | None:
+    if not under and not tags and after is None and before is None:
         return None
-    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags)
+    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags, after=after,
+                  before=before)
 
 
 def _load_query_image(path: Path, encoder: Encoder) -> Image.Image:

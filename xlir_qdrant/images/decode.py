@@ -222,6 +222,23 @@ def _decode_raw(path: str, min_side: int, max_megapixels: float, budget: DecodeB
 def _raw_reason(exc: BaseException) -> str:
     reason = exc.args[0] if exc.args else exc
     return (reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)) or type(exc).__name__
+def thumbnail(path: str, size: int, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, quality: int = 82) -> bytes:
+    """A JPEG of ``path``: upright, transparency on white, no side over ``size`` pixels. JPEGs
+    are decoded in draft mode at the smallest scale that still covers ``size``."""
+    im, probe = _open(Path(path), max_megapixels)
+    try:
+        if im.format == "JPEG":
+            im.draft("RGB", (size, size))
+        im.load()
+        rgb = _to_rgb(ImageOps.exif_transpose(im) if probe.orientation != 1 else im)
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        out = io.BytesIO()
+        rgb.save(out, "JPEG", quality=quality, optimize=True)
+        return out.getvalue()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DecodeError(_decode_reason(exc)) from None
+    finally:
+        im.close()
 
 
 def probe(source: str | bytes, *, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Probe:

@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import Encoder
+from ..errors import Cancelled
 from ..images.batches import Batch, BatchEmbedder, Copy, Known, Skipped
 from ..images.decode import Decoded
 from ..images.files import FileInfo, Kind, WalkErrors, scan
@@ -82,11 +83,15 @@ class IngestRun:
     """Index some roots into one collection; ``run()`` returns the IngestReport."""
 
     def __init__(self, encoder: Encoder, collection: Collection, options: IngestOptions | None = None,
-                 progress: Progress | None = None, tags: Tagging | None = None) -> None:
+                 progress: Progress | None = None, tags: Tagging | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.encoder = encoder
         self.collection = collection
         self.options = options or IngestOptions()
         self.tags = tags
+        # Set by another thread to stop the run between two files or batches; what was embedded
+        # until then is still stored (the writer drains on the way out).
+        self._cancel = cancel or threading.Event()
         self._emit: Progress = progress or (lambda _e: None)
         self._counts: Counter[str] = Counter()  # IngestReport's fields, counted as the run goes
         # Workers look up hashes while the writer upserts: one call at a time, unless the
@@ -109,6 +114,7 @@ class IngestRun:
             self._emit(IngestEvent("passed", n=self._counts["unchanged"] + unread))
         self._report_unread()
         for found in scans:
+            self._check_cancel()
             self._index_root(found)
         self._report_unread()
         if not self.collection.trusted and self._verified >= self.collection.count():
@@ -185,6 +191,7 @@ class IngestRun:
     def _scan(self, root: Path, known: dict[str, dict[str, Any]], damaged: set[str]) -> _Scan:
         found = _Scan(root, known, errors=WalkErrors(report=self._skip_entry, report_folder=self._unreadable_folder))
         for info in scan(root, include_hidden=self.options.include_hidden, errors=found.errors):
+            self._check_cancel()
             found.seen.add(info.path)
             if info.path in self._planned:
                 continue
@@ -217,6 +224,7 @@ class IngestRun:
                         flush_every=opts.flush_every)
         try:
             for outcome in embedder.run(todo, lambda info: info.path):
+                self._check_cancel()
                 if isinstance(outcome, Skipped) and outcome.kind is not None:
                     self._unread[outcome.kind] += 1
                     self._emit(IngestEvent("passed", n=1))
@@ -272,6 +280,10 @@ class IngestRun:
     def _count_change(self, info: FileInfo, known: dict[str, Any], *, reused: bool) -> None:
         # One count per file, so the report's counts add up to the files found.
         self._counts["reused" if reused else "updated" if info.path in known else "added"] += 1
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("the index run was stopped; everything it stored is kept, and the next run resumes")
 
     def _skip(self, path: str, reason: str) -> None:
         self._counts["skipped"] += 1

@@ -13,7 +13,9 @@ the payload filter); a backend supplies the few calls its client spells differen
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -182,6 +184,15 @@ class CollectionBase:
             must.append(self._match_any("tags", list(filter.tags)))
         if filter.text:
             must.append(self._match_text(TEXT_KEY, filter.text))
+        if filter.after or filter.before:
+            # A photo's date is its EXIF taken_at, else its file's mtime (what Hit.date shows):
+            # the range on taken_at, or no taken_at and the range on mtime_ns.
+            after, before = filter.after, filter.before
+            must.append(self._any_of([
+                self._datetime_range("taken_at", wall_clock(after), wall_clock(before)),
+                self._all_of([self._is_empty("taken_at"),
+                              self._number_range("mtime_ns", epoch_ns(after), epoch_ns(before))]),
+            ]))
         return self._all_of(must)
 
     def _point(self, point_id: Any, payload: dict[str, Any] | None, vectors: Any) -> Point:
@@ -221,6 +232,108 @@ class CollectionBase:
 
     def _all_of(self, conditions: list[Any]) -> Any:
         raise NotImplementedError
+
+    def _datetime_range(self, key: str, gte: str | None, lt: str | None) -> Any:
+        """``gte <= key < lt`` on an ISO-8601 payload field (either bound may be None)."""
+        raise NotImplementedError
+
+    def _number_range(self, key: str, gte: float | None, lt: float | None) -> Any:
+        raise NotImplementedError
+
+    def _is_empty(self, key: str) -> Any:
+        """The field is missing, null or an empty list."""
+        raise NotImplementedError
+
+
+def wall_clock(when: datetime | None) -> str | None:
+    """A bound for taken_at, which is EXIF's wall-clock time with no zone: compared as such."""
+    if when is None:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone().replace(tzinfo=None)  # the same instant on this machine's clock
+    return when.isoformat(timespec="seconds")
+
+
+def epoch_ns(when: datetime | None) -> float | None:
+    """A bound for mtime_ns: a naive time is this machine's local time, as Hit.date shows it."""
+    return None if when is None else when.astimezone().timestamp() * 1e9
+
+
+
+class Serialised:
+    """A collection that takes one call at a time, for a backend that does not (the embedded
+    engine): each call holds ``lock`` for its own length only, so an index run's upserts and
+    other threads' searches interleave between calls. A scroll holds it per page.
+    """
+
+    thread_safe = True
+
+    def __init__(self, inner: Collection, lock: Any = None) -> None:
+        self._inner = inner
+        self._lock = lock if lock is not None else threading.RLock()
+        self.name = inner.name
+        self.location = inner.location
+        self.write_streams = inner.write_streams
+
+    @property
+    def trusted(self) -> bool:
+        return self._inner.trusted
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        with self._lock:
+            self._inner.upsert(points)
+
+    def query(self, vector: NDArray[np.float32], *, limit: int, filter: Filter | None = None,
+              min_score: float | None = None) -> list[ScoredPoint]:
+        with self._lock:
+            return self._inner.query(vector, limit=limit, filter=filter, min_score=min_score)
+
+    def recommend(self, positive: Sequence[NDArray[np.float32]], negative: Sequence[NDArray[np.float32]],
+                  *, limit: int, filter: Filter | None = None, min_score: float | None = None) -> list[ScoredPoint]:
+        with self._lock:
+            return self._inner.recommend(positive, negative, limit=limit, filter=filter, min_score=min_score)
+
+    def retrieve(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Point]:
+        with self._lock:
+            return self._inner.retrieve(ids, with_vectors=with_vectors)
+
+    def scroll(self, *, filter: Filter | None = None, with_vectors: bool = False,
+               batch: int = 512) -> Iterator[Point]:
+        pages = self._inner.scroll(filter=filter, with_vectors=with_vectors, batch=batch)
+        while True:
+            with self._lock:  # the inner scroll reads a page of ``batch`` points when it runs dry
+                chunk = [p for _, p in zip(range(batch), pages)]
+            yield from chunk
+            if len(chunk) < batch:
+                return
+
+    def count(self, filter: Filter | None = None) -> int:
+        with self._lock:
+            return self._inner.count(filter)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            self._inner.delete(ids)
+
+    def delete_where(self, filter: Filter) -> None:
+        with self._lock:
+            self._inner.delete_where(filter)
+
+    def needs_optimize(self) -> bool:
+        with self._lock:
+            return self._inner.needs_optimize()
+
+    def optimize(self) -> None:
+        with self._lock:
+            self._inner.optimize()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._inner.flush()
+
+    def mark_verified(self) -> None:
+        with self._lock:
+            self._inner.mark_verified()
 
 
 def average_vector(positive: Sequence[NDArray[np.float32]],
