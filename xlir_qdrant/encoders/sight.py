@@ -35,7 +35,8 @@ from PIL import Image
 
 from ..records import ModelSpec
 from .base import EncoderBase, PixelSpec, Relevance, normalise
-from .bundled import ImageNetTower, PenultimateSide, default_runtime, export_stem, int8_path, tf_preprocess
+from .bundled import (ImageNetTower, PenultimateSide, default_runtime, export_stem, int8_path, shipped_int8,
+                      tf_preprocess)
 from ..vocab import ancestors
 from .concepts import LANGUAGES, CocoSource, bank_ready, concept_bank, vocabulary_concepts
 from .muse import muse_embed
@@ -145,7 +146,8 @@ class SightEncoder(EncoderBase):
     def first_use_note(self) -> str:
         todo = not bank_ready()
         if self._tower is None and default_runtime(self.device) == "onnxruntime":
-            todo = todo or not int8_path(export_stem(self.params.variant)).is_file()
+            todo = todo or (shipped_int8(self.params.variant) is None
+                            and not int8_path(export_stem(self.params.variant)).is_file())
         return "first use: preparing the model once (~30 s)" if todo else ""
 
     def warm_up(self) -> None:
