@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -166,6 +167,34 @@ def test_filter_by_sha256_and_with_a_folder(col):
     assert [h.id for h in by_hash] == [points[7].id]
     assert col.count(Filter(sha256=sha, under=("/a/photos",))) == 1
     assert col.count(Filter(sha256=sha, under=("/c",))) == 0  # conditions are ANDed
+
+
+def _ns(when: str) -> int:
+    return int(datetime.fromisoformat(when).timestamp() * 1e9)  # local time, as Hit.date shows mtimes
+
+
+def test_filter_by_date_takes_the_exif_date_else_the_file_time(col):
+    col.upsert([
+        # taken in 2020, copied to this disk in 2023: its date is 2020
+        make_point("/a/old.jpg", [1, 0, 0, 0, 0, 0, 0, 0], taken_at="2020-05-01T10:00:00",
+                   mtime_ns=_ns("2023-01-01T00:00:00")),
+        make_point("/a/scan.png", [1, 1, 0, 0, 0, 0, 0, 0], mtime_ns=_ns("2021-03-01T12:00:00")),  # no EXIF
+        make_point("/a/eve.jpg", [1, 0.5, 0, 0, 0, 0, 0, 0], taken_at="2022-12-31T23:59:59",
+                   mtime_ns=_ns("2020-01-01T00:00:00")),
+    ])
+
+    def paths(**kw) -> set[str]:
+        return {PurePosixPath(p.payload["path"]).name for p in col.scroll(filter=Filter(**kw))}
+
+    assert paths(after=datetime(2021, 1, 1)) == {"scan.png", "eve.jpg"}
+    assert paths(before=datetime(2021, 1, 1)) == {"old.jpg"}
+    assert paths(after=datetime(2021, 1, 1), before=datetime(2022, 1, 1)) == {"scan.png"}
+    assert paths(after=datetime(2022, 12, 31, 23, 59, 59)) == {"eve.jpg"}  # after is inclusive
+    assert paths(before=datetime(2022, 12, 31, 23, 59, 59)) == {"old.jpg", "scan.png"}  # before is not
+    hits = col.query(unit([1, 0, 0, 0, 0, 0, 0, 0]), limit=10,
+                     filter=Filter(after=datetime(2021, 1, 1), under=("/a",)))
+    assert [PurePosixPath(h.payload["path"]).name for h in hits] == ["eve.jpg", "scan.png"]
+    assert col.count(Filter(after=datetime(2021, 1, 1), tags=("cat",))) == 0  # ANDed with the rest
 
 
 def test_recommend_with_a_negative_moves_results_away_from_it(col):

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -207,17 +208,20 @@ class Index:
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
                lang: str | None = None, under: Sequence[str | os.PathLike[str]] = (),
-               tags: Sequence[str] = ()) -> SearchResult:
+               tags: Sequence[str] = (), after: When = None, before: When = None) -> SearchResult:
         """Rank images by ``query`` (any language) and/or ``image``; ``tags`` (ids or names in
-        any language of the shipped vocabulary) keep only images tagged so at index time."""
+        any language of the shipped vocabulary) keep only images tagged so at index time;
+        ``after`` / ``before`` (a date, a datetime or an ISO-8601 string such as "2024-05-01")
+        keep images dated on or after / before it (their EXIF date, else the file's mtime)."""
         tag_ids = tuple(resolve_tag(t) for t in tags)
+        since, until = date_range(after, before)
         if tag_ids and not (query or "").strip() and image is None:
             query = " ".join(tags)  # `--tag Katze` alone: rank the tagged images by the tag itself
         validate(query, Path(image) if image else None, top_k)
         collection = self.collection
         result = search(self.encoder, collection, query=query, image=Path(image) if image else None,
                         negatives=tuple(negatives), top_k=top_k, min_score=min_score, lang=lang,
-                        under=tuple(Path(u) for u in under), tags=tag_ids)
+                        under=tuple(Path(u) for u in under), tags=tag_ids, after=since, before=until)
         # Counting 100k points takes 10 ms, twice the search itself: only when nothing matched.
         if not result.hits and collection.count() == 0:
             raise EmptyIndex(f"the index {self.settings.collection!r} at {self.location} is empty: "
@@ -298,6 +302,36 @@ class Index:
             self._store = None
         self._collection = None
         self._spec = None
+
+
+def list_models() -> list[ModelRow]:
+    """The model registry, with whether each model can run here right now, offline."""
+    return model_rows()
+
+
+When = str | date | datetime | None
+
+
+def date_range(after: When, before: When) -> tuple[datetime | None, datetime | None]:
+    """``after`` and ``before`` as datetimes (a bare date is its midnight), checked in order."""
+    since, until = _when(after, "after"), _when(before, "before")
+    if since is not None and until is not None and since >= until:
+        raise BadQuery(f"after ({since:%Y-%m-%d %H:%M}) must be earlier than before ({until:%Y-%m-%d %H:%M})")
+    return since, until
+
+
+def _when(value: When, name: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise BadQuery(f"{name}={text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
 
 
 def list_models() -> list[ModelRow]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -37,15 +38,20 @@ class Filter:
 
     ``under``: keep images at or below one of these directories, or that are one of these files.
     ``sha256``: keep images with this content hash. ``tags``: keep images tagged with any of
-    these concept ids. Non-empty fields combine with AND.
+    these concept ids. ``after`` / ``before``: keep images whose date (``Hit.date``: taken_at
+    from EXIF, else the file's modification time) is at or after / strictly before this local
+    time (naive datetimes are wall-clock times, as EXIF dates are). Non-empty fields combine
+    with AND.
     """
 
     under: tuple[str, ...] = ()
     sha256: str | None = None
     tags: tuple[str, ...] = ()
+    after: datetime | None = None
+    before: datetime | None = None
 
     def is_empty(self) -> bool:
-        return not (self.under or self.sha256 or self.tags)
+        return not (self.under or self.sha256 or self.tags or self.after or self.before)
 
 
 @dataclass(frozen=True, slots=True)

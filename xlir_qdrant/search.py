@@ -44,10 +44,12 @@ def search(
     lang: str | None = None,
     under: tuple[Path, ...] = (),
     tags: tuple[str, ...] = (),
+    after: datetime | None = None,
+    before: datetime | None = None,
 ) -> SearchResult:
     text = validate(query, image, top_k)
     negatives = tuple(n.strip() for n in negatives if n and n.strip())
-    flt = _filter(under, tags)
+    flt = _filter(under, tags, after, before)
     used_lang = query_language(encoder, text, lang) if text else lang
 
     positives = []
@@ -88,10 +90,12 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
     return hits
 
 
-def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = ()) -> Filter | None:
-    if not under and not tags:
+def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = (), after: datetime | None = None,
+            before: datetime | None = None) -> Filter | None:
+    if not under and not tags and after is None and before is None:
         return None
-    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags)
+    return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags, after=after,
+                  before=before)
 
 
 def _load_query_image(path: Path, encoder: Encoder) -> Image.Image:

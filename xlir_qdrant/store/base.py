@@ -14,6 +14,7 @@ the payload filter); a backend supplies the few calls its client spells differen
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -180,6 +181,15 @@ class CollectionBase:
             must.append(self._match_value("sha256", filter.sha256))
         if filter.tags:
             must.append(self._match_any("tags", list(filter.tags)))
+        if filter.after or filter.before:
+            # A photo's date is its EXIF taken_at, else its file's mtime (what Hit.date shows):
+            # the range on taken_at, or no taken_at and the range on mtime_ns.
+            after, before = filter.after, filter.before
+            must.append(self._any_of([
+                self._datetime_range("taken_at", wall_clock(after), wall_clock(before)),
+                self._all_of([self._is_empty("taken_at"),
+                              self._number_range("mtime_ns", epoch_ns(after), epoch_ns(before))]),
+            ]))
         return self._all_of(must)
 
     def _point(self, point_id: Any, payload: dict[str, Any] | None, vectors: Any) -> Point:
@@ -216,6 +226,32 @@ class CollectionBase:
 
     def _all_of(self, conditions: list[Any]) -> Any:
         raise NotImplementedError
+
+    def _datetime_range(self, key: str, gte: str | None, lt: str | None) -> Any:
+        """``gte <= key < lt`` on an ISO-8601 payload field (either bound may be None)."""
+        raise NotImplementedError
+
+    def _number_range(self, key: str, gte: float | None, lt: float | None) -> Any:
+        raise NotImplementedError
+
+    def _is_empty(self, key: str) -> Any:
+        """The field is missing, null or an empty list."""
+        raise NotImplementedError
+
+
+def wall_clock(when: datetime | None) -> str | None:
+    """A bound for taken_at, which is EXIF's wall-clock time with no zone: compared as such."""
+    if when is None:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone().replace(tzinfo=None)  # the same instant on this machine's clock
+    return when.isoformat(timespec="seconds")
+
+
+def epoch_ns(when: datetime | None) -> float | None:
+    """A bound for mtime_ns: a naive time is this machine's local time, as Hit.date shows it."""
+    return None if when is None else when.astimezone().timestamp() * 1e9
+
 
 
 def average_vector(positive: Sequence[NDArray[np.float32]],

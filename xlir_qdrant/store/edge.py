@@ -40,7 +40,7 @@ from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
 from . import health
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .lock import DirLock, locked_message
-from .schema import INDEXED_KEYWORDS
+from .schema import INDEXED_KEYWORDS, INDEXED_RANGES
 
 T = TypeVar("T")
 DAMAGED = ".damaged-"  # what a collection or its log set aside by `xlir check --repair` is called
@@ -99,6 +99,9 @@ class EdgeStore(ClosesOnExit):
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
                 handle.create_keyword_index(field)
+        for field, kind in INDEXED_RANGES.items():
+            if field not in indexed:
+                handle.create_range_index(field, kind)
         self._handles[name] = handle
         return handle
 
@@ -247,6 +250,10 @@ class EdgeCollection(CollectionBase):
         keyword = qe.PayloadSchemaType.Keyword
         self._write("index the payload", lambda s: s.update(qe.UpdateOperation.create_field_index(field, keyword)))
 
+    def create_range_index(self, field: str, kind: str) -> None:
+        schema = qe.PayloadSchemaType.Datetime if kind == "datetime" else qe.PayloadSchemaType.Integer
+        self._write("index the payload", lambda s: s.update(qe.UpdateOperation.create_field_index(field, schema)))
+
     def needs_optimize(self) -> bool:
         # Deleted points still count as indexed until a vacuum, so after heavy deletes this
         # undercounts the new points; the next large batch still trips it.
@@ -350,6 +357,15 @@ class EdgeCollection(CollectionBase):
 
     def _all_of(self, conditions: list[Any]) -> Any:
         return qe.Filter(must=conditions)
+
+    def _datetime_range(self, key: str, gte: str | None, lt: str | None) -> Any:
+        return qe.FieldCondition(key, range=qe.RangeDateTime(gte=gte, lt=lt))
+
+    def _number_range(self, key: str, gte: float | None, lt: float | None) -> Any:
+        return qe.FieldCondition(key, range=qe.RangeFloat(gte=gte, lt=lt))
+
+    def _is_empty(self, key: str) -> Any:
+        return qe.IsEmptyCondition(key)
 
 
 def _edge_config(spec: ModelSpec, optimize_after: int) -> qe.EdgeConfig:

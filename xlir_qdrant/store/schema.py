@@ -5,7 +5,7 @@
     payload   path (keyword, indexed), dirs (every ancestor directory, keyword array, indexed:
               this is how "under this folder" filters work on any backend), size (int),
               mtime_ns (int), sha256 (keyword, indexed), width, height (int), taken_at
-              (ISO-8601 or null), tags (concept ids, keyword array, indexed) and tags_key
+              (ISO-8601 or null; taken_at and mtime_ns have range indexes), tags (concept ids, keyword array, indexed) and tags_key
               (what computed those tags: stale ones are recomputed from the stored vector)
 
 File names are bytes to the filesystem, and not every name is valid UTF-8 (FAT drives, Samba
@@ -29,6 +29,8 @@ import numpy as np
 
 POINT_NAMESPACE = uuid.NAMESPACE_URL
 INDEXED_KEYWORDS = ("path", "dirs", "sha256", "tags")
+# Range indexes behind the date filter (Filter.after / before): field -> kind
+INDEXED_RANGES = {"taken_at": "datetime", "mtime_ns": "integer"}
 
 
 def point_id(path: str) -> str:

@@ -29,7 +29,7 @@ from ..errors import EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
 from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .lock import locked_message
-from .schema import INDEXED_KEYWORDS
+from .schema import INDEXED_KEYWORDS, INDEXED_RANGES
 
 _UPSERT_CHUNK = 256  # keeps one request well under the server's 32 MB body limit at 4096-d
 UPLOAD_STREAMS = 4  # concurrent upserts to a server during ingest
@@ -98,9 +98,12 @@ class ServerStore(ClosesOnExit):
             with warnings.catch_warnings():
                 # local mode warns that payload indexes do nothing there; a server uses them
                 warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-                for field in INDEXED_KEYWORDS:
-                    retrying(self.location, "index the payload", lambda f=field: self.client.create_payload_index(
-                        name, f, qm.PayloadSchemaType.KEYWORD))
+                schemas = {**dict.fromkeys(INDEXED_KEYWORDS, qm.PayloadSchemaType.KEYWORD),
+                           **{f: qm.PayloadSchemaType.DATETIME if kind == "datetime" else qm.PayloadSchemaType.INTEGER
+                              for f, kind in INDEXED_RANGES.items()}}
+                for field, schema in schemas.items():
+                    retrying(self.location, "index the payload", lambda f=field, t=schema: self.client.create_payload_index(
+                        name, f, t))
         return ServerCollection(self, name, spec.vector_name)
 
     def collections(self) -> list[CollectionInfo]:
@@ -218,6 +221,15 @@ class ServerCollection(CollectionBase):
 
     def _all_of(self, conditions: list[Any]) -> Any:
         return qm.Filter(must=conditions)
+
+    def _datetime_range(self, key: str, gte: str | None, lt: str | None) -> Any:
+        return qm.FieldCondition(key=key, range=qm.DatetimeRange(gte=gte, lt=lt))
+
+    def _number_range(self, key: str, gte: float | None, lt: float | None) -> Any:
+        return qm.FieldCondition(key=key, range=qm.Range(gte=gte, lt=lt))
+
+    def _is_empty(self, key: str) -> Any:
+        return qm.IsEmptyCondition(is_empty=qm.PayloadField(key=key))
 
 
 def retrying(url: str, what: str, call: Callable[[], T], *, tries: int = RETRIES, pause: float = BACKOFF_S) -> T:
