@@ -304,11 +304,6 @@ class Index:
         self._spec = None
 
 
-def list_models() -> list[ModelRow]:
-    """The model registry, with whether each model can run here right now, offline."""
-    return model_rows()
-
-
 When = str | date | datetime | None
 
 
