@@ -9,24 +9,29 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from xlir_qdrant.config import Overrides
+from xlir_qdrant.config import Overrides, defaults
 from xlir_qdrant.index import list_models
 
-from .app import CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
+from .app import (
+    CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui,
+)
 from .render import (
     CheckProgress, IndexProgress, check_notes, check_table, collections_table, hits_table, index_summary, info_lines,
     models_table, print_json_lines, tags_table,
 )
 
 
+_D = defaults()
+
+
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or image files to index (recursively).", show_default=False)],
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call \\[default: 32].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads \\[default: one per core, up to 8].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call.", show_default=str(_D["batch_size"]))] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.", show_default="one per core, up to 8")] = None,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders (names starting with '.').")] = False,
-    max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this \\[default: 150].", show_default=False)] = None,
+    max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this.", show_default=f"{_D['max_megapixels']:g}")] = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -36,7 +41,10 @@ def index(
     stored vector, and files that vanished from an indexed folder are removed. A file that
     cannot be read is skipped with one line saying why. Interrupting loses nothing stored.
 
-    Examples:  xlir index ~/Pictures     xlir index ./trip --device cuda --batch-size 128
+    Examples:
+    xlir index ~/Pictures
+    xlir index ./trip ./scans --device cuda --batch-size 128
+    xlir index /media/camera --keep-missing
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
@@ -56,8 +64,8 @@ def index(
 def search(
     query: Annotated[Optional[str], typer.Argument(help="What to look for, in any language the model knows.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results.")] = 10,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine).", show_default=False)] = None,
-    lang: Annotated[Optional[str], typer.Option("--lang", help="Query language (ISO 639-1, e.g. de); models that need it detect it otherwise.", show_default=False)] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine).", show_default="none, keep every result")] = None,
+    lang: Annotated[Optional[str], typer.Option("--lang", help="Query language (ISO 639-1, e.g. de); only models that need it use it.", show_default="detected, when the model needs it")] = None,
     under: Annotated[Optional[list[Path]], typer.Option("--in", help="Only photos under this folder (repeatable).", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
     negative: Annotated[Optional[list[str]], typer.Option("--not", help="Push results away from this (repeatable).", show_default=False)] = None,
@@ -67,9 +75,13 @@ def search(
 ) -> None:
     """Find photos by a description in any language, or by a similar image.
 
-    Examples:  xlir search "perro en la playa"     xlir search "Katze" --in ~/Pictures/2024
-    xlir search "a cup of coffee" --not "tea" --json     xlir search --image cat.jpg -k 5
-    xlir search --tag Katze     xlir search "am Strand" --tag dog
+    Examples:
+    xlir search "perro en la playa"
+    xlir search "Katze" --in ~/Pictures/2024
+    xlir search "a cup of coffee" --not "tea" --json
+    xlir search --image cat.jpg -k 5
+    xlir search --tag Katze
+    xlir search "am Strand" --tag dog
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
     with errors():
@@ -90,19 +102,22 @@ def search(
 
 def tag(
     files: Annotated[list[Path], typer.Argument(help="Images to tag: indexed ones use their stored vector, others are embedded now (not stored).", show_default=False)],
-    lang: Annotated[str, typer.Option("--lang", "-l", help="Tag language: en de fr es it ja ko pl ru tr zh (any language with --vocab).")] = "en",
-    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many tags per image \\[default: per model].", show_default=False)] = None,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop tags scoring below this \\[default: per model].", show_default=False)] = None,
+    lang: Annotated[str, typer.Option("--lang", "-l", help="Tag language: {tag_language_codes} (any language with --vocab).")] = "en",
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many tags per image.", show_default="{tag_top_k}")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop tags scoring below this.", show_default="{tag_min_score}")] = None,
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Your own tags: a text file, one tag per line (optionally ID<TAB>tag), any language.", show_default=False)] = None,
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     device: DeviceOpt = None, json: JsonOpt = False,
 ) -> None:
     """Tag photos in a language of your choice, zero-shot.
 
-    The built-in vocabulary has 665 everyday concepts named in 11 languages; --vocab takes
-    your own list in any language (scored with the paper's cross-lingual combination).
+    The built-in vocabulary has {concepts} everyday concepts named in {tag_languages} languages;
+    --vocab takes your own list in any language (scored with the paper's cross-lingual
+    combination).
 
-    Examples:  xlir tag cat.jpg --lang de     xlir tag ~/Pictures/*.jpg -l ja --json
+    Examples:
+    xlir tag cat.jpg --lang de
+    xlir tag ~/Pictures/*.jpg -l ja --json
     xlir tag beach.jpg --vocab my-tags.txt --lang pt
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
@@ -155,7 +170,10 @@ def check(
     data first: a damaged store or log is moved aside, renamed with the date. Exit code 1
     when problems remain.
 
-    Examples:  xlir check     xlir check --repair     xlir check --json
+    Examples:
+    xlir check
+    xlir check --repair
+    xlir check --json
     """
     with errors(), open_index("xlir check", Overrides(store=store, qdrant_url=qdrant_url, collection=collection)) as idx:
         with CheckProgress(ui.err) as bar, IndexProgress(ui.err) as rebuild:
@@ -187,4 +205,4 @@ def models(json: JsonOpt = False) -> None:
 
 def register(app: typer.Typer) -> None:
     for command in (index, search, tag, remove, info, check, models):
-        app.command()(command)
+        app.command(cls=Command)(command)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+import typer.core
+import typer.main
 import typer.rich_utils
 from typer.testing import CliRunner
 
@@ -155,6 +157,83 @@ def test_main_help_teaches() -> None:
     _, out, _ = run("--help")
     assert "XLIR_HOME" in out and "perro en la playa" in out
     assert all(command in out for command in COMMANDS)
+
+
+def _options(command: str) -> list[typer.core.TyperOption]:
+    group = typer.main.get_command(main.app)
+    return [p for p in group.commands[command].params if isinstance(p, typer.core.TyperOption)]
+
+
+# Options whose absence simply means "not used" (no filter, no server, no second query): they
+# have no default to show.
+NOTHING_BY_DEFAULT = {"--qdrant-url", "--in", "--image", "--not", "--tag", "--vocab", "--after", "--before",
+                      "--xtd10", "--tsv", "--coco-json", "--images", "--pairs", "--lang@eval", "--out"}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_that_takes_a_value_shows_its_default(command: str) -> None:
+    _, out, _ = run(command, "--help")
+    for option in _options(command):
+        name = option.opts[0]
+        if option.is_flag or name in NOTHING_BY_DEFAULT or f"{name}@{command}" in NOTHING_BY_DEFAULT:
+            continue
+        shown = isinstance(option.show_default, str) or (option.default is not None and option.show_default)
+        assert shown, f"xlir {command} {name} hides its default"
+    assert "[default: ()" not in out and "[default: (" not in out  # described defaults read like literal ones
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("index", ["[default: XLIR_HOME/store]", "[default: photos]", "[default: 32]", "[default: one per core, up to 8]",
+               "[default: 150]", "[default: auto]"]),
+    ("search", ["[default: 10]", "[default: XLIR_HOME/store]"]),
+    ("tag", ["[default: 5]", "[default: 0.54 for conse-lite0-muse and conse-lite2-muse, else 0.15]", "[default: en]"]),
+])
+def test_the_defaults_named_in_help_are_the_code_s(command: str, expected: list[str]) -> None:
+    from xlir_qdrant.config import Settings
+    from xlir_qdrant.tagging.tagger import CALIBRATED, TagDefaults
+
+    _, out, _ = run(command, "--help")
+    flat = " ".join(out.replace("│", " ").split())
+    for text in expected:
+        assert " ".join(text.split()) in flat, text
+    assert (Settings.batch_size, Settings.max_megapixels, Settings.collection) == (32, 150, "photos")
+    assert TagDefaults().min_score == 0.15 and {d.min_score for d in CALIBRATED.values()} == {0.54}
+
+
+@pytest.mark.parametrize("command", ("", *COMMANDS))
+def test_flags_are_shown_as_flags_and_examples_one_per_line(command: str) -> None:
+    _, out, _ = run(*([command] if command else []), "--help")
+    assert "<bool>" not in out  # a flag takes no value
+    lines = [line.strip(" │") for line in out.splitlines()]
+    if "Examples:" in lines:
+        examples = lines[lines.index("Examples:") + 1:]
+        examples = examples[:examples.index("")] if "" in examples else examples
+        assert len(examples) >= 2 and all(line.startswith("xlir ") for line in examples), examples
+        assert not any(re.search(r"xlir \S.*\s{3,}xlir ", line) for line in examples)  # two run together
+
+
+def test_main_help_lists_every_environment_variable_the_code_reads() -> None:
+    from dataclasses import fields
+
+    from xlir_qdrant.config import Settings
+
+    root = Path(__file__).resolve().parents[1] / "xlir_qdrant"
+    named = {m for f in root.rglob("*.py") for m in re.findall(r"environ(?:\.get)?\(\s*\"(XLIR_[A-Z_]+)\"",
+                                                                f.read_text())}
+    per_setting = {f"XLIR_{f.name.upper()}" for f in fields(Settings) if f.name != "home"}
+    assert {"XLIR_HOME", "XLIR_CONFIG", "XLIR_CACHE"} <= named
+    _, out, _ = run("--help")
+    for variable in named | per_setting:
+        assert variable in out, variable
+
+
+def test_tag_help_counts_the_vocabulary_it_ships() -> None:
+    from xlir_qdrant.tagging.vocab import LANGUAGES, load_vocabulary
+
+    _, out, _ = run("tag", "--help")
+    flat = " ".join(out.replace("│", " ").split())
+    assert f"has {len(load_vocabulary())} everyday concepts named in {len(LANGUAGES)} languages" in flat
+    assert " ".join(LANGUAGES) in flat
 
 
 def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,6 +105,20 @@ class Overrides:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
+def defaults() -> dict[str, Any]:
+    """Each setting's built-in default (what `--help` shows), read from Settings itself."""
+    return {f.name: f.default for f in fields(Settings) if f.name != "home"}
+
+
+def environment() -> list[tuple[str, str]]:
+    """Every environment variable xlir reads, with a note for those that are not a setting of
+    their own name: the data dir, the config file, one XLIR_<NAME> per setting, and the cache
+    of derived files (read by cache.py)."""
+    settings = [(f"XLIR_{f.name.upper()}", "") for f in fields(Settings) if f.name != "home"]
+    return [("XLIR_HOME", "data dir"), ("XLIR_CONFIG", "TOML config file"), *settings,
+            ("XLIR_CACHE", "derived files such as label matrices")]
+
+
 def _read_config(home: Path) -> dict[str, Any]:
     path = Path(os.environ.get("XLIR_CONFIG") or home / "config.toml").expanduser()
     if not path.is_file():

@@ -29,7 +29,7 @@ from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
-from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
+from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagInfo, TagResult
 from .search import SearchResult, search, validate
 from .store import Collection, Store, open_store
 from .store.schema import file_path, point_id
@@ -327,6 +327,17 @@ def _when(value: When, name: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise BadQuery(f"{name}={text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
+
+
+def tag_info() -> TagInfo:
+    """The shipped vocabulary (size, languages) and the tagger's defaults, per model."""
+    from .tagging.tagger import CALIBRATED, TagDefaults
+    from .tagging.vocab import LANGUAGES, load_vocabulary
+
+    fallback = TagDefaults()
+    return TagInfo(concepts=len(load_vocabulary()), languages=LANGUAGES, top_k=fallback.top_k,
+                   min_score=fallback.min_score,
+                   calibrated={model: (d.top_k, d.min_score) for model, d in CALIBRATED.items()})
 
 
 def list_models() -> list[ModelRow]:

@@ -248,6 +248,18 @@ class IndexStats:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """What `xlir tag` works with: the shipped vocabulary's size and languages, and the default
+    number of tags and threshold (``calibrated``: model id -> (top_k, min_score) measured for it)."""
+
+    concepts: int
+    languages: tuple[str, ...]
+    top_k: int
+    min_score: float
+    calibrated: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
 # The recall figures of an evaluation row (eval/run.py), in percent.
 RECALL_METRICS: tuple[str, ...] = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
 
