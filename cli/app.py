@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from xlir_qdrant import __version__
 from xlir_qdrant.config import Overrides, defaults, environment
-from xlir_qdrant.errors import XlirError
+from xlir_qdrant.errors import BadValue, XlirError
 from xlir_qdrant.index import DEFAULT_MODEL, Index, tag_info
+
+# click's exceptions, or the copy of them newer Typers vendor: whichever typer raises
+_click_errors = sys.modules[typer.BadParameter.__module__]
+_NoArgsIsHelp: Any = getattr(_click_errors, "NoArgsIsHelpError", ())
 
 ENV_HELP = "Environment: " + ", ".join(f"{name} ({note})" if note else name for name, note in environment()) + "."
 
@@ -87,11 +92,51 @@ class Command(TyperCommand):
 
 
 class Group(TyperGroup):
-    """The xlir app: its help shows flags as flags too."""
+    """The xlir app. A usage error (an unknown option, a value out of range, a missing
+    argument) is one line naming the flag and what it accepts, with exit code 2, instead of
+    click's usage block and boxed message."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         _bare_flags(self.get_params(ctx))
         super().format_help(ctx, formatter)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp:  # the help has been shown
+            code = 2
+        except _click_errors.ClickException as exc:
+            usage_error(exc.format_message(), getattr(exc, "ctx", None), getattr(exc, "param", None))
+            code = exc.exit_code
+        except typer.Abort:
+            ui.err.print("aborted", highlight=False)
+            code = 1
+        else:
+            code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def usage_error(message: str, ctx: Any = None, param: Any = None) -> None:
+    """One line on stderr: the problem, the range a number must be in, where the help is."""
+    allowed = _range(param)
+    text = " ".join(message.split()).rstrip(".") + (f"; allowed: {allowed}" if allowed else "")
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    ui.err.print("[red]error:[/red]", escape(text + hint), highlight=False, soft_wrap=True)
+
+
+def _range(param: Any) -> str:
+    # Typer keeps an option's bounds on the option; older ones on its click type (IntRange).
+    low, high = (getattr(param, "min", None), getattr(param, "max", None)) if param is not None else (None, None)
+    if low is None and high is None and param is not None:
+        low, high = getattr(param.type, "min", None), getattr(param.type, "max", None)
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    if low is not None:
+        return f"{low:g} or more"
+    return f"{high:g} or less" if high is not None else ""
 
 
 app = typer.Typer(
@@ -152,9 +197,13 @@ def quiet_libraries() -> None:
 
 @contextlib.contextmanager
 def errors() -> Iterator[None]:
-    """Domain errors become one red line and exit code 1; Ctrl-C exits 130 cleanly."""
+    """Domain errors become one red line and exit code 1 (2 for a value a flag does not accept,
+    as for click's own usage errors); Ctrl-C exits 130 cleanly."""
     try:
         yield
+    except BadValue as exc:
+        ui.err.print("[red]error:[/red]", escape(str(exc)), highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except XlirError as exc:
         ui.err.print("[red]error:[/red]", escape(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

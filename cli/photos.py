@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from xlir_qdrant.config import Overrides, defaults
-from xlir_qdrant.index import list_models
+from xlir_qdrant.index import index_roots, list_models
 
 from .app import (
     CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui,
@@ -28,10 +28,10 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders or image files to index (recursively).", show_default=False)],
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call.", show_default=str(_D["batch_size"]))] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decode threads.", show_default="one per core, up to 8")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per model call.", show_default=str(_D["batch_size"]))] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Decode threads.", show_default="one per core, up to 8")] = None,
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders (names starting with '.').")] = False,
-    max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this.", show_default=f"{_D['max_megapixels']:g}")] = None,
+    max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", min=0, help="Skip images larger than this.", show_default=f"{_D['max_megapixels']:g}")] = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -49,6 +49,7 @@ def index(
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
     with errors():
+        index_roots(paths)  # all missing: refused before the banner, and before a store is made
         with open_index("xlir index", settings) as idx:
             run = idx.runtime()
             ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
@@ -63,8 +64,8 @@ def index(
 
 def search(
     query: Annotated[Optional[str], typer.Argument(help="What to look for, in any language the model knows.", show_default=False)] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="How many results.")] = 10,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine).", show_default="none, keep every result")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", min=0, max=1, help="Drop results scoring below this (cosine).", show_default="none, keep every result")] = None,
     lang: Annotated[Optional[str], typer.Option("--lang", help="Query language (ISO 639-1, e.g. de); only models that need it use it.", show_default="detected, when the model needs it")] = None,
     under: Annotated[Optional[list[Path]], typer.Option("--in", help="Only photos under this folder (repeatable).", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
@@ -103,8 +104,8 @@ def search(
 def tag(
     files: Annotated[list[Path], typer.Argument(help="Images to tag: indexed ones use their stored vector, others are embedded now (not stored).", show_default=False)],
     lang: Annotated[str, typer.Option("--lang", "-l", help="Tag language: {tag_language_codes} (any language with --vocab).")] = "en",
-    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", help="At most this many tags per image.", show_default="{tag_top_k}")] = None,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop tags scoring below this.", show_default="{tag_min_score}")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="At most this many tags per image.", show_default="{tag_top_k}")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", min=0, max=1, help="Drop tags scoring below this.", show_default="{tag_min_score}")] = None,
     vocab: Annotated[Optional[Path], typer.Option("--vocab", help="Your own tags: a text file, one tag per line (optionally ID<TAB>tag), any language.", show_default=False)] = None,
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     device: DeviceOpt = None, json: JsonOpt = False,

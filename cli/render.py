@@ -158,10 +158,11 @@ class CheckProgress(_Bar):
     def __init__(self, console: Console) -> None:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, transient=False)
-        self.task = self.bar.add_task("checking", total=None)
+        self.task = self.bar.add_task("checking", total=None, visible=False)  # shown by the first event
         self.faults = 0
 
     def on_event(self, ev: CheckEvent) -> None:
+        self.bar.update(self.task, visible=True)
         if ev.kind == "total":
             self.bar.update(self.task, total=ev.n)
         elif ev.kind == "checked":

@@ -253,3 +253,71 @@ def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: 
     assert shown == ["loading model (first use: ~30 s to prepare, once)"]
     app.first_use(Idx("first use: ~30 s to prepare, once"), needed=False)  # a text search
     assert len(shown) == 1
+
+
+# -- bad values: one line that names the flag and what it accepts, exit code 2 --------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "flag", "allowed"),
+    [
+        (("search", "red", "--lang", "xx"), "--lang 'xx'", "ISO 639-1"),
+        (("search", "red", "--min-score", "2"), "--min-score", "allowed: 0 to 1"),
+        (("search", "red", "-k", "0"), "--top-k", "allowed: 1 or more"),
+        (("search", "red", "-k", "many"), "--top-k", "integer"),
+        (("search", "red", "--in", "/nope"), "--in /nope", "nothing indexed under it"),
+        (("tag", "red.jpg", "-k", "0"), "--top-k", "allowed: 1 or more"),
+        (("tag", "red.jpg", "-k", "-3"), "--top-k", "allowed: 1 or more"),
+        (("tag", "red.jpg", "--lang", "xx"), "--lang 'xx'", "en, de, fr"),
+        (("index", ".", "--max-megapixels", "-1"), "--max-megapixels", "allowed: 0 or more"),
+        (("index", ".", "--max-megapixels", "0"), "--max-megapixels", "more than 0"),
+        (("index", ".", "--workers", "0"), "--workers", "allowed: 1 or more"),
+        (("index", ".", "--batch-size", "0"), "--batch-size", "allowed: 1 or more"),
+        (("remove", "/nope"), "remove /nope", "nothing indexed under it"),
+        (("search", "red", "--nope"), "--nope", "No such option"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_flag_with_exit_2(
+    indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], flag: str, allowed: str
+) -> None:
+    monkeypatch.chdir(indexed)
+    code, out, err = run(*args, "--store", str(tmp_path / "s"))
+    assert code == 2 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "╭" not in err, err
+    assert err.startswith("error:") and flag in err and allowed in err, err
+
+
+def test_remove_of_a_path_that_is_gone_from_disk_but_indexed_still_works(indexed: Path, tmp_path: Path) -> None:
+    (indexed / "red.jpg").unlink()  # deleted by hand: the entry is still there to be removed
+    code, out, err = run("remove", str(indexed / "red.jpg"), "--store", str(tmp_path / "s"))
+    assert code == 0 and "removed 1 images" in out, err
+    code, out, _ = run("search", "blue", "--in", str(indexed / "trip"), "--store", str(tmp_path / "s"), "--json")
+    assert code == 0 and len(out.splitlines()) == 2  # --in a folder that exists: no questions asked
+
+
+def test_a_config_file_named_but_missing_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XLIR_CONFIG", str(tmp_path / "nonexistent.toml"))
+    code, out, err = run("search", "red", "--store", str(tmp_path / "s"))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "XLIR_CONFIG" in err and "nonexistent.toml" in err
+
+
+def test_a_bad_setting_from_the_environment_names_its_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XLIR_WORKERS", "-2")
+    code, _, err = run("search", "red", "--store", str(tmp_path / "s"))
+    assert code == 2 and "XLIR_WORKERS" in err and "at least 0" in err
+
+
+def test_index_of_nothing_fails_before_the_banner_and_makes_no_store(tmp_path: Path) -> None:
+    code, out, err = run("index", str(tmp_path / "nope"), "--model", "fake-colour", "--store", str(tmp_path / "s"))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [f"error: nothing to index: {tmp_path / 'nope'} does not exist"]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("args", [("search", "red"), ("info",), ("check",), ("tag", "{photo}", "--model", "fake-colour"),
+                                  ("remove", "{photo}")])
+def test_commands_that_read_never_create_a_store(colour_photos: Path, tmp_path: Path, args: tuple[str, ...]) -> None:
+    store = tmp_path / "fresh" / "store"
+    run(*(a.replace("{photo}", str(colour_photos / "red.jpg")) for a in args), "--store", str(store))
+    assert not store.exists() and not store.parent.exists()

@@ -22,10 +22,11 @@ import numpy as np
 
 from .config import Overrides, Settings
 from .encoders.base import CROP_MARGIN, Encoder, device_summary
+from .encoders.lang import UnknownLanguage, canonical
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
 from .check import Progress as CheckProgress
 from .check import check_points
-from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
+from .errors import BadQuery, BadValue, EmptyIndex, ModelMismatch, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
@@ -65,8 +66,9 @@ class Index:
         """The backend: the one place that picks it is open_store (a URL means a server)."""
         if self._store is None:
             s = self.settings
+            # Not created here: only making a collection (xlir index) makes the store directory.
             self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
-                                     timeout=s.timeout, purpose=self._purpose)
+                                     timeout=s.timeout, purpose=self._purpose, create=False)
         return self._store
 
     @property
@@ -122,10 +124,7 @@ class Index:
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
               include_hidden: bool = False, prune: bool = True) -> IngestReport:
-        roots = [Path(p).expanduser() for p in paths]
-        missing = [str(r) for r in roots if not r.exists()]
-        if roots and len(missing) == len(roots):
-            raise BadQuery(f"nothing to index: {', '.join(missing)} does not exist")
+        roots = index_roots(paths)
         encoder = self.encoder  # a model that cannot load must not leave an empty collection behind
         collection = self._open_collection(create=True)
         s = self.settings
@@ -215,10 +214,14 @@ class Index:
         keep images dated on or after / before it (their EXIF date, else the file's mtime)."""
         tag_ids = tuple(resolve_tag(t) for t in tags)
         since, until = date_range(after, before)
+        if lang:
+            check_language(lang)
         if tag_ids and not (query or "").strip() and image is None:
             query = " ".join(tags)  # `--tag Katze` alone: rank the tagged images by the tag itself
         validate(query, Path(image) if image else None, top_k)
         collection = self.collection
+        for folder in under:
+            self._known_path(folder, "--in")
         result = search(self.encoder, collection, query=query, image=Path(image) if image else None,
                         negatives=tuple(negatives), top_k=top_k, min_score=min_score, lang=lang,
                         under=tuple(Path(u) for u in under), tags=tag_ids, after=since, before=until)
@@ -242,8 +245,8 @@ class Index:
 
         free = load_user_vocabulary(Path(vocab)) if vocab else None
         if free is None and lang not in LANGUAGES:
-            raise BadQuery(f"the built-in vocabulary has no {lang!r} names; it has {', '.join(LANGUAGES)} "
-                           f"(or pass --vocab FILE with your own tags in any language)")
+            raise BadValue(f"--lang {lang!r}: the built-in vocabulary has no names in it; it has "
+                           f"{', '.join(LANGUAGES)} (or pass --vocab FILE with your own tags in any language)")
         vectors, sources = self._vectors_for(files)
         per_image = self.tagger().tag(vectors, lang, top_k=top_k, min_score=min_score, free=free)
         return [TagResult(path=p, source=src, tags=tuple(t)) for (p, src), t in zip(sources, per_image, strict=True)]
@@ -282,10 +285,19 @@ class Index:
         collection = self.collection
         if not paths:
             return 0
+        for path in paths:  # all checked before anything is deleted
+            self._known_path(path, "remove")
         before = collection.count()
         # `under` matches a file by its path and a folder by its ancestors: one delete for all
         collection.delete_where(Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in paths)))
         return before - collection.count()
+
+    def _known_path(self, path: str | os.PathLike[str], flag: str) -> None:
+        """A path is usable as a filter if it is on disk or something is indexed under it (an
+        unplugged drive's photos stay searchable); anything else is a typo, said in one line."""
+        full = os.path.abspath(os.path.expanduser(path))
+        if not os.path.lexists(full) and self.collection.count(Filter(under=(full,))) == 0:
+            raise BadValue(f"{flag} {full}: no such file or folder, and nothing indexed under it")
 
     @property
     def location(self) -> str:
@@ -311,7 +323,7 @@ def date_range(after: When, before: When) -> tuple[datetime | None, datetime | N
     """``after`` and ``before`` as datetimes (a bare date is its midnight), checked in order."""
     since, until = _when(after, "after"), _when(before, "before")
     if since is not None and until is not None and since >= until:
-        raise BadQuery(f"after ({since:%Y-%m-%d %H:%M}) must be earlier than before ({until:%Y-%m-%d %H:%M})")
+        raise BadValue(f"--after ({since:%Y-%m-%d %H:%M}) must be earlier than --before ({until:%Y-%m-%d %H:%M})")
     return since, until
 
 
@@ -326,7 +338,26 @@ def _when(value: When, name: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise BadQuery(f"{name}={text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
+        raise BadValue(f"--{name} {text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
+
+
+def index_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The folders and files to index. Some may be missing (an unplugged drive: its photos are
+    kept, not pruned), but if every one is, the command is refused before anything starts."""
+    roots = [Path(p).expanduser() for p in paths]
+    missing = [str(r) for r in roots if not r.exists()]
+    if roots and len(missing) == len(roots):
+        raise BadValue(f"nothing to index: {', '.join(missing)} does not exist")
+    return roots
+
+
+def check_language(code: str) -> str:
+    """``code`` as the ISO 639-1 (or FLORES-200) code the encoders take, or a one-line refusal."""
+    try:
+        return canonical(code)
+    except UnknownLanguage:
+        raise BadValue(f"--lang {code!r} is not a language code: use ISO 639-1 (e.g. de, ja, zh, pt) or "
+                       f"FLORES-200 (e.g. deu_Latn, zho_Hant)") from None
 
 
 def tag_info() -> TagInfo:

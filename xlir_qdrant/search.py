@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from .encoders.base import CROP_MARGIN, Encoder
-from .errors import BadQuery
+from .errors import BadQuery, BadValue
 from .images.decode import DecodeError, decode
 from .records import Filter, Hit, ScoredPoint
 from .store import Collection
@@ -74,7 +74,7 @@ def validate(query: str | None, image: Path | None, top_k: int) -> str:
     if not text and image is None:
         raise BadQuery("empty query: give words to search for, or --image FILE to find similar photos")
     if top_k < 1:
-        raise BadQuery("--top-k must be at least 1")
+        raise BadValue(f"--top-k must be at least 1, not {top_k}")
     return text
 
 
