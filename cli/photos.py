@@ -3,6 +3,7 @@ one facade method and renders the record it returns."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,9 +17,10 @@ from .app import (
     CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui,
 )
 from .render import (
-    CheckProgress, IndexProgress, check_notes, check_table, collections_table, hits_table, index_summary, info_lines,
-    models_table, print_json_lines, tags_table,
+    CheckProgress, IndexProgress, check_notes, check_table, collections_table, hit_lines, hits_table, index_summary,
+    info_lines, models_table, print_json_lines, print_plain_lines, tags_table,
 )
+from .viewer import NoViewer, open_files
 
 
 _D = defaults()
@@ -62,6 +64,13 @@ def index(
             ui.out.print(index_summary(report), highlight=False)
 
 
+class Format(str, Enum):
+    table = "table"
+    tsv = "tsv"
+    json = "json"
+    paths = "paths"
+
+
 def search(
     query: Annotated[Optional[str], typer.Argument(help="What to look for, in any language the model knows.", show_default=False)] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="How many results.")] = 10,
@@ -71,8 +80,11 @@ def search(
     image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
     negative: Annotated[Optional[list[str]], typer.Option("--not", help="Push results away from this (repeatable).", show_default=False)] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only photos tagged with this at index time: a tag id or a name in any vocabulary language (repeatable: any of them).", show_default=False)] = None,
+    fmt: Annotated[Optional[Format], typer.Option("--format", help="table; tsv (rank, score, path, date, bytes: one line each, no header); json (one object per line); paths (one per line, for xargs or a viewer).", show_default="table on a terminal, else tsv")] = None,
+    json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+    open_hits: Annotated[bool, typer.Option("--open", help="Open the results in the system's image viewer (xdg-open, open; -k sets how many).")] = False,
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
-    device: DeviceOpt = None, json: JsonOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Find photos by a description in any language, or by a similar image.
 
@@ -83,22 +95,35 @@ def search(
     xlir search --image cat.jpg -k 5
     xlir search --tag Katze
     xlir search "am Strand" --tag dog
+    xlir search "fireworks" -k 3 --open
+    xlir search "receipt" --format paths | xargs -d '\\n' cp -t ~/receipts
     """
+    if json and fmt not in (None, Format.json):
+        raise typer.BadParameter(f"--json is --format json; it cannot go with --format {fmt.value}",
+                                 param_hint="--json")
+    shown = Format.json if json else fmt or (Format.table if ui.out.is_terminal else Format.tsv)
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
     with errors():
         with open_index("xlir search", settings) as idx, first_use(idx, needed=image is not None):
             result = idx.search(query, image=image, negatives=negative or (), top_k=top_k, min_score=min_score,
                                 lang=lang, under=under or (), tags=tag or ())
-        if json:
-            print_json_lines(ui.out, (h.to_dict() for h in result.hits))
-            return
-        if result.lang and not lang:
+        if result.lang and not lang and shown is not Format.json:
             ui.err.print(f"query language: {result.lang} (detected; set --lang to override)", highlight=False,
                          soft_wrap=True)
         if not result.hits:
             ui.err.print("no matches" + (" above --min-score" if min_score is not None else ""))
-            return
-        ui.out.print(hits_table(result.hits))
+        elif shown is Format.json:
+            print_json_lines(ui.out, (h.to_dict() for h in result.hits))
+        elif shown is Format.table:
+            ui.out.print(hits_table(result.hits, width=ui.out.width))
+        else:
+            print_plain_lines(ui.out, hit_lines(result.hits, shown.value))
+        if open_hits and result.hits:
+            try:
+                open_files([h.path for h in result.hits])
+            except NoViewer as exc:
+                ui.err.print("[red]error:[/red]", escape(str(exc)), highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
 
 
 def tag(

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any, Self
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -36,6 +37,13 @@ def display_path(path: str) -> str:
     return path[len(cwd):] if path.startswith(cwd) else path
 
 
+def print_plain_lines(console: Console, lines: Iterable[str]) -> None:
+    """Lines exactly as given, for a pipe: rich would expand a tab into spaces."""
+    for line in lines:
+        console.file.write(line + "\n")
+    console.file.flush()
+
+
 def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> None:
     for record in records:
         console.out(json.dumps(record, ensure_ascii=False), highlight=False)
@@ -44,16 +52,58 @@ def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> Non
 # -- photos --------------------------------------------------------------------------------------
 
 
-def hits_table(hits: list[Hit]) -> Table:
+def fit_path(path: str, width: int) -> str:
+    """``path`` in at most ``width`` terminal cells, never folded: folders are dropped from the
+    left, whole, so the file name stays readable ("…/trip/IMG_1234.jpg"); only a name longer
+    than the width loses its start ("…0_IMG_1234.jpg", the extension kept)."""
+    if cell_len(path) <= width:
+        return path
+    head, _, name = path.rpartition(os.sep)
+    if cell_len("…" + os.sep + name) > width:
+        return "…" + _tail(name, width - 1)
+    tail = name
+    for folder in reversed(head.split(os.sep)):
+        if cell_len("…" + os.sep + folder + os.sep + tail) > width:
+            break
+        tail = folder + os.sep + tail
+    return "…" + os.sep + tail
+
+
+def _tail(text: str, cells: int) -> str:
+    out, used = "", 0
+    for ch in reversed(text):
+        if used + cell_len(ch) > cells:
+            break
+        out, used = ch + out, used + cell_len(ch)
+    return out
+
+
+def hits_table(hits: list[Hit], width: int | None = None) -> Table:
+    """The hits as a table that fits ``width`` cells: long paths are shortened from the left
+    (fit_path) instead of folding mid-name over several lines."""
+    cells = [(str(h.rank), f"{h.score:.3f}", display_path(h.path), (h.date or "")[:10], human_size(h.size))
+             for h in hits]
+    headers = ("#", "score", "path", "date", "size")
+    fixed = sum(max([len(head), *(cell_len(row[i]) for row in cells)]) for i, head in enumerate(headers) if i != 2)
+    # every column is padded by one cell each side, and the box draws one more line per column
+    room = max(12, (width or 10_000) - fixed - 3 * len(headers) - 1)
     table = Table(title_justify="left", header_style="bold")
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("score", justify="right")
-    table.add_column("path", overflow="fold")
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("path", no_wrap=True, overflow="ellipsis")
     table.add_column("date", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", display_path(h.path), (h.date or "")[:10], human_size(h.size))
+    for rank, score, path, date, size in cells:
+        table.add_row(rank, score, escape(fit_path(path, room)), date, size)
     return table
+
+
+def hit_lines(hits: list[Hit], fmt: str) -> list[str]:
+    """Plain lines for a pipe: ``paths``, one absolute path a line (xargs, an image viewer), or
+    ``tsv``: rank, score, path, date, size in bytes, tab-separated, no header."""
+    if fmt == "paths":
+        return [h.path for h in hits]
+    return [f"{h.rank}\t{h.score:.4f}\t{h.path}\t{h.date or ''}\t{h.size}" for h in hits]
 
 
 def tags_table(result: TagResult) -> Table:

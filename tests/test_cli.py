@@ -59,7 +59,7 @@ def indexed(colour_photos: Path, tmp_path: Path) -> Path:
 
 def test_search_table_golden(indexed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the table shows paths relative to the working directory
-    code, out, _ = run("search", "rojo", "--store", str(tmp_path / "s"), "-k", "3")
+    code, out, _ = run("search", "rojo", "--store", str(tmp_path / "s"), "-k", "3", "--format", "table")
     assert code == 0
     _golden("search_table.txt", _normalise(out, indexed))
 
@@ -321,3 +321,76 @@ def test_commands_that_read_never_create_a_store(colour_photos: Path, tmp_path: 
     store = tmp_path / "fresh" / "store"
     run(*(a.replace("{photo}", str(colour_photos / "red.jpg")) for a in args), "--store", str(store))
     assert not store.exists() and not store.parent.exists()
+
+
+# -- output for people and for pipes ----------------------------------------------------------
+
+
+def test_search_into_a_pipe_prints_plain_lines_and_formats_are_chosen(indexed: Path, tmp_path: Path) -> None:
+    store = ["--store", str(tmp_path / "s")]
+    code, out, _ = run("search", "blue", "-k", "2", *store)  # the test console is no terminal: a pipe
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [r[0] for r in rows] == ["1", "2"] and all(len(r) == 5 for r in rows)
+    assert rows[0][2] == str(indexed / "trip" / "blue.jpg") and int(rows[0][4]) > 0 and "│" not in out
+    _, paths, _ = run("search", "blue", "-k", "2", "--format", "paths", *store)
+    assert paths.splitlines() == [r[2] for r in rows]
+    _, as_json, _ = run("search", "blue", "-k", "2", "--format", "json", *store)
+    _, alias, _ = run("search", "blue", "-k", "2", "--json", *store)
+    assert as_json == alias and [json.loads(line)["path"] for line in alias.splitlines()] == paths.splitlines()
+    _, table, _ = run("search", "blue", "-k", "2", "--format", "table", *store)
+    assert "┃ score ┃" in table
+    code, out, err = run("search", "blue", "--json", "--format", "tsv", *store)
+    assert code == 2 and out == "" and "--json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_table_never_folds_a_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import save
+
+    deep = tmp_path / "photos" / "a-rather-long-folder-name" / "holidays-in-the-mountains-2024" / "day-three"
+    save(deep / "sunrise-over-the-lake-from-the-hut.jpg", (230, 20, 20))
+    save(tmp_path / "photos" / "short.jpg", (200, 30, 30))
+    assert run("index", str(tmp_path / "photos"), "--model", "fake-colour", "--store", str(tmp_path / "s"))[0] == 0
+    monkeypatch.setattr(app.ui, "out", Console(width=80, no_color=True, force_terminal=False, soft_wrap=True))
+    code, out, _ = run("search", "red", "--store", str(tmp_path / "s"), "--format", "table")
+    lines = out.splitlines()
+    assert code == 0 and max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == 2  # one line per hit: nothing folded onto a second line
+    assert any("…/day-three/sunrise-over-the-lake-from-the-hut.jpg" in row or
+               "…/sunrise-over-the-lake-from-the-hut.jpg" in row for row in rows), out
+    assert any("short.jpg" in row for row in rows)
+
+
+def test_fit_path_keeps_the_file_name_and_drops_whole_folders() -> None:
+    from xlir_cli.render import fit_path
+
+    assert fit_path("photos/trip/blue.jpg", 40) == "photos/trip/blue.jpg"
+    assert fit_path("a/very/long/chain/of/folders/blue.jpg", 20) == "…/folders/blue.jpg"
+    assert fit_path("x/" + "n" * 30 + ".jpg", 12) == "…" + ("n" * 30 + ".jpg")[-11:]  # the name alone is too long
+    assert fit_path("写真/旅行/猫の写真.jpg", 19) == "…/旅行/猫の写真.jpg"  # wide characters take two cells
+    assert fit_path("写真/旅行/猫の写真.jpg", 18) == "…/猫の写真.jpg"
+
+
+def test_open_hands_the_top_hits_to_the_system_viewer(indexed: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import time
+
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("the fake viewer stands in for xdg-open")
+    bin_dir, opened = tmp_path / "bin", tmp_path / "opened.txt"
+    bin_dir.mkdir()
+    fake = bin_dir / "xdg-open"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$1\" >> {opened}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    code, out, err = run("search", "blue", "-k", "2", "--open", "--format", "paths", "--store", str(tmp_path / "s"))
+    assert code == 0, err
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(opened.read_text().splitlines() if opened.exists() else []) < 2:
+        time.sleep(0.05)
+    assert sorted(opened.read_text().splitlines()) == sorted(out.splitlines())  # each hit, once
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, err = run("search", "blue", "--open", "--store", str(tmp_path / "s"))
+    assert code == 1 and "xdg-open" in err and len(err.strip().splitlines()) == 1
