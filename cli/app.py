@@ -129,9 +129,10 @@ def usage_error(message: str, ctx: Any = None, param: Any = None) -> None:
 
 def _range(param: Any) -> str:
     # Typer keeps an option's bounds on the option; older ones on its click type (IntRange).
-    low, high = (getattr(param, "min", None), getattr(param, "max", None)) if param is not None else (None, None)
-    if low is None and high is None and param is not None:
-        low, high = getattr(param.type, "min", None), getattr(param.type, "max", None)
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if low is None and high is None:
+        kind = getattr(param, "type", None)
+        low, high = getattr(kind, "min", None), getattr(kind, "max", None)
     if low is not None and high is not None:
         return f"{low:g} to {high:g}"
     if low is not None:

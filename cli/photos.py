@@ -64,6 +64,11 @@ def index(
             ui.out.print(index_summary(report), highlight=False)
 
 
+class Sort(str, Enum):
+    score = "score"
+    date = "date"
+
+
 class Format(str, Enum):
     table = "table"
     tsv = "tsv"
@@ -80,6 +85,9 @@ def search(
     image: Annotated[Optional[Path], typer.Option("--image", help="Find photos similar to this image (can be combined with QUERY).", show_default=False)] = None,
     negative: Annotated[Optional[list[str]], typer.Option("--not", help="Push results away from this (repeatable).", show_default=False)] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only photos tagged with this at index time: a tag id or a name in any vocabulary language (repeatable: any of them).", show_default=False)] = None,
+    after: Annotated[Optional[str], typer.Option("--after", metavar="DATE", help="Only photos taken on or after this date (YYYY-MM-DD or YYYY-MM-DDTHH:MM): the EXIF date, else the file's modification time.", show_default=False)] = None,
+    before: Annotated[Optional[str], typer.Option("--before", metavar="DATE", help="Only photos taken before this date (same forms as --after).", show_default=False)] = None,
+    sort: Annotated[Sort, typer.Option("--sort", help="Order of the results: score (best first), or date (the best -k, newest first).")] = Sort.score,
     fmt: Annotated[Optional[Format], typer.Option("--format", help="table; tsv (rank, score, path, date, bytes: one line each, no header); json (one object per line); paths (one per line, for xargs or a viewer).", show_default="table on a terminal, else tsv")] = None,
     json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
     open_hits: Annotated[bool, typer.Option("--open", help="Open the results in the system's image viewer (xdg-open, open; -k sets how many).")] = False,
@@ -95,6 +103,7 @@ def search(
     xlir search --image cat.jpg -k 5
     xlir search --tag Katze
     xlir search "am Strand" --tag dog
+    xlir search "beach" --after 2023-06-01 --before 2023-09-01 --sort date
     xlir search "fireworks" -k 3 --open
     xlir search "receipt" --format paths | xargs -d '\\n' cp -t ~/receipts
     """
@@ -106,7 +115,8 @@ def search(
     with errors():
         with open_index("xlir search", settings) as idx, first_use(idx, needed=image is not None):
             result = idx.search(query, image=image, negatives=negative or (), top_k=top_k, min_score=min_score,
-                                lang=lang, under=under or (), tags=tag or ())
+                                lang=lang, under=under or (), tags=tag or (), after=after, before=before,
+                                sort=sort.value)
         if result.lang and not lang and shown is not Format.json:
             ui.err.print(f"query language: {result.lang} (detected; set --lang to override)", highlight=False,
                          soft_wrap=True)

@@ -128,14 +128,19 @@ def index_summary(report: IngestReport) -> str:
 
 
 def info_lines(stats: IndexStats) -> list[str]:
-    return [f"store: {stats.store} at {stats.location}", f"device: {stats.device}"]
+    lines = [f"store: {stats.store} at {stats.location}"]
+    if stats.disk_bytes is not None:
+        lines.append(f"size on disk: {human_size(stats.disk_bytes)}")
+    return [*lines, f"device: {stats.device}"]
 
 
 def collections_table(stats: IndexStats) -> Table:
-    table = Table("collection", "model", "dim", "images", "HNSW-indexed", header_style="bold")
+    table = Table("collection", "model", "dim", "images", "HNSW-indexed", "last indexed", header_style="bold")
     for c in stats.collections:
         points = "[red]damaged[/red]" if c.problem else str(c.points)
-        table.add_row(c.name, c.model, str(c.dim), points, "" if c.indexed_vectors is None else str(c.indexed_vectors))
+        last = (c.last_indexed or "never").replace("T", " ")[:16]
+        table.add_row(c.name, c.model, str(c.dim), points, "" if c.indexed_vectors is None else str(c.indexed_vectors),
+                      last)
     return table
 
 

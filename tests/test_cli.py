@@ -129,7 +129,8 @@ def test_info_golden_and_json(indexed: Path, tmp_path: Path) -> None:
     store = tmp_path / "s"
     code, out, _ = run("info", "--store", str(store))
     assert code == 0
-    _golden("info.txt", out.replace(str(store), "<store>"))
+    out = re.sub(r"size on disk: [\d.]+ \w+", "size on disk: <size>", out.replace(str(store), "<store>"))
+    _golden("info.txt", re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "<date>          ", out))
     code, out, _ = run("info", "--store", str(store), "--json")
     stats = json.loads(out)
     assert code == 0 and stats["collections"][0]["points"] == 4
@@ -275,6 +276,9 @@ def test_a_model_prepared_on_first_use_gets_a_spinner_that_says_so(monkeypatch: 
         (("index", ".", "--batch-size", "0"), "--batch-size", "allowed: 1 or more"),
         (("remove", "/nope"), "remove /nope", "nothing indexed under it"),
         (("search", "red", "--nope"), "--nope", "No such option"),
+        (("search", "red", "--after", "last summer"), "--after 'last summer'", "YYYY-MM-DD"),
+        (("search", "red", "--after", "2024-05-01", "--before", "2024-01-01"), "--after", "earlier than --before"),
+        (("search", "red", "--sort", "size"), "--sort", "'score', 'date'"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_flag_with_exit_2(
@@ -394,3 +398,54 @@ def test_open_hands_the_top_hits_to_the_system_viewer(indexed: Path, tmp_path: P
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     code, _, err = run("search", "blue", "--open", "--store", str(tmp_path / "s"))
     assert code == 1 and "xdg-open" in err and len(err.strip().splitlines()) == 1
+
+
+# -- dates --------------------------------------------------------------------------------
+
+
+def test_search_by_date_uses_the_exif_date_else_the_file_time_and_sorts_by_it(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from PIL import Image
+
+    from conftest import save
+
+    photos = tmp_path / "photos"
+    when = {"red.jpg": "2019-07-14T10:00", "green.png": "2021-03-01T12:00", "white.webp": "2023-08-20T18:30"}
+    save(photos / "red.jpg", (230, 20, 20))
+    save(photos / "green.png", (20, 220, 30))
+    save(photos / "white.webp", (250, 250, 250))
+    for name, stamp in when.items():
+        t = datetime.fromisoformat(stamp).timestamp()
+        os.utime(photos / name, (t, t))
+    exif = Image.Exif()
+    exif[306] = "2022:12:24 20:00:00"  # DateTime: taken on Christmas Eve 2022, copied here today
+    Image.new("RGB", (64, 48), (10, 30, 240)).save(photos / "blue.jpg", exif=exif)
+    store = ["--store", str(tmp_path / "s")]
+    assert run("index", str(photos), "--model", "fake-colour", *store)[0] == 0
+
+    def names(*args: str) -> list[str]:
+        code, out, err = run("search", "white", "--format", "paths", *args, *store)
+        assert code == 0, err
+        return [Path(line).name for line in out.splitlines()]
+
+    assert set(names("--after", "2021-01-01")) == {"green.png", "white.webp", "blue.jpg"}
+    assert set(names("--before", "2021-01-01")) == {"red.jpg"}
+    assert set(names("--after", "2022-12-24", "--before", "2023-01-01")) == {"blue.jpg"}  # its EXIF date
+    by_date = names("--sort", "date")
+    assert by_date == ["white.webp", "blue.jpg", "green.png", "red.jpg"]  # newest first
+    assert names() != by_date  # by score, white first, then the light colours
+    code, out, _ = run("search", "white", "--sort", "date", "--json", *store)
+    ranks = [json.loads(line)["rank"] for line in out.splitlines()]
+    assert sorted(ranks) == [1, 2, 3, 4] and ranks != [1, 2, 3, 4]  # each keeps its rank by score
+
+
+def test_info_shows_the_size_on_disk_and_when_each_collection_was_last_indexed(indexed: Path, tmp_path: Path) -> None:
+    from datetime import datetime
+
+    code, out, _ = run("info", "--store", str(tmp_path / "s"))
+    assert code == 0 and re.search(r"size on disk: \d+(\.\d)? (KB|MB)", out)
+    today = datetime.now().strftime("%Y-%m-%d")
+    assert "last indexed" in out and today in out
+    stats = json.loads(run("info", "--store", str(tmp_path / "s"), "--json")[1])
+    assert stats["disk_bytes"] > 0 and stats["collections"][0]["last_indexed"].startswith(today)

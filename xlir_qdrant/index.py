@@ -31,7 +31,7 @@ from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
 from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagInfo, TagResult
-from .search import SearchResult, search, validate
+from .search import SORTS, SearchResult, search, sort_hits, validate
 from .store import Collection, Store, open_store
 from .store.schema import file_path, point_id
 from .tagging import resolve_tag
@@ -207,11 +207,15 @@ class Index:
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
                lang: str | None = None, under: Sequence[str | os.PathLike[str]] = (),
-               tags: Sequence[str] = (), after: When = None, before: When = None) -> SearchResult:
+               tags: Sequence[str] = (), after: When = None, before: When = None,
+               sort: str = "score") -> SearchResult:
         """Rank images by ``query`` (any language) and/or ``image``; ``tags`` (ids or names in
         any language of the shipped vocabulary) keep only images tagged so at index time;
         ``after`` / ``before`` (a date, a datetime or an ISO-8601 string such as "2024-05-01")
-        keep images dated on or after / before it (their EXIF date, else the file's mtime)."""
+        keep images dated on or after / before it (their EXIF date, else the file's mtime);
+        ``sort="date"`` orders the ``top_k`` best by date, newest first."""
+        if sort not in SORTS:
+            raise BadValue(f"--sort {sort!r}: use one of {', '.join(SORTS)}")
         tag_ids = tuple(resolve_tag(t) for t in tags)
         since, until = date_range(after, before)
         if lang:
@@ -229,7 +233,7 @@ class Index:
         if not result.hits and collection.count() == 0:
             raise EmptyIndex(f"the index {self.settings.collection!r} at {self.location} is empty: "
                              f"run `xlir index PATH` first")
-        return result
+        return replace(result, hits=sort_hits(result.hits, sort))
 
     def tagger(self) -> Tagger:
         """A tagger for this index's model over the shipped vocabulary."""
@@ -304,9 +308,13 @@ class Index:
         return self.settings.qdrant_url or str(self.settings.store_path)
 
     def stats(self) -> IndexStats:
-        store = self.store
+        """The store, its collections (with when each was last indexed) and its size on disk."""
+        store, ledger = self.store, self.ledger()
+        collections = tuple(replace(c, last_indexed=(ledger.last_index(c.name) or {}).get("at"))
+                            for c in store.collections())
+        disk = None if self.settings.qdrant_url else disk_usage(self.settings.store_path)
         return IndexStats(store=store.kind, location=self.location, device=device_summary(),
-                          collections=tuple(store.collections()))
+                          collections=collections, disk_bytes=disk)
 
     def close(self) -> None:
         if self._store is not None:
@@ -339,6 +347,21 @@ def _when(value: When, name: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise BadValue(f"--{name} {text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes ``folder`` takes on disk, as du counts them: allocated blocks, so the engine's
+    sparse, memory-mapped files count for what they hold, not for their length."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue  # gone since the walk listed it
+            blocks = getattr(st, "st_blocks", None)
+            total += blocks * 512 if blocks is not None else st.st_size
+    return total
 
 
 def index_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

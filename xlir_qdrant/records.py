@@ -233,6 +233,7 @@ class CollectionInfo:
     points: int
     indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
     problem: str = ""  # why it cannot be opened (then points is 0)
+    last_indexed: str | None = None  # when `xlir index` last ran into it (local time, ISO-8601)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,7 @@ class IndexStats:
     location: str
     device: str
     collections: tuple[CollectionInfo, ...] = ()
+    disk_bytes: int | None = None  # what the embedded store takes on disk; None for a server
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

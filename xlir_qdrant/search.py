@@ -90,6 +90,18 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
     return hits
 
 
+SORTS = ("score", "date")
+
+
+def sort_hits(hits: list[Hit], by: str = "score") -> list[Hit]:
+    """``hits`` as ranked (by score), or by date, newest first, undated ones last. Each keeps its
+    rank, which stays the rank by score."""
+    if by == "score":
+        return hits
+    dated = sorted((h for h in hits if h.date), key=lambda h: h.date or "", reverse=True)
+    return dated + [h for h in hits if not h.date]
+
+
 def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = (), after: datetime | None = None,
             before: datetime | None = None) -> Filter | None:
     if not under and not tags and after is None and before is None:
