@@ -148,6 +148,8 @@ app = typer.Typer(
         "Examples:\n"
         "xlir index ~/Pictures              embed photos into the local index\n"
         "xlir search \"perro en la playa\"    find them with words in any language\n"
+        "xlir search cat --format paths     one path per line, for xargs or an image viewer\n"
+        "xlir duplicates                    copies and near-copies of the same photo\n"
         "xlir models                        the models you can use\n\n" + ENV_HELP
     ),
     no_args_is_help=True,

@@ -11,13 +11,14 @@ import typer
 from rich.markup import escape
 
 from xlir_qdrant.config import Overrides, defaults
-from xlir_qdrant.index import index_roots, list_models
+from xlir_qdrant.index import DUPLICATE_THRESHOLD, index_roots, list_models
 
 from .app import (
     CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui,
 )
 from .render import (
-    CheckProgress, IndexProgress, check_notes, check_table, collections_table, hit_lines, hits_table, index_summary,
+    CheckProgress, IndexProgress, check_notes, check_table, collections_table, duplicates_summary, duplicates_table,
+    hit_lines, hits_table, index_summary,
     info_lines, models_table, print_json_lines, print_plain_lines, tags_table,
 )
 from .viewer import NoViewer, open_files
@@ -226,6 +227,35 @@ def check(
             raise typer.Exit(1)
 
 
+def duplicates(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Only photos under these folders.", show_default="every indexed photo")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", min=0, max=1, help="How close two photos' vectors must be (cosine) for their files to be compared.")] = DUPLICATE_THRESHOLD,
+    store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, json: JsonOpt = False,
+) -> None:
+    """Copies of the same photo: exact copies and near-copies.
+
+    Exact copies have the same bytes (the same content hash). Near-copies are resized,
+    recompressed, lightly cropped or edited versions: the store's nearest-neighbour search
+    proposes photos whose stored vectors are within --threshold (cosine) of each other, and
+    a look at both files (a perceptual signature) confirms them. Nothing is embedded or
+    deleted; the first photo of each group has the most pixels.
+
+    Examples:
+    xlir duplicates
+    xlir duplicates ~/Pictures/2024 --threshold 0.95
+    xlir duplicates --json
+    """
+    with errors(), open_index("xlir duplicates", Overrides(store=store, qdrant_url=qdrant_url, collection=collection)) as idx:
+        with CheckProgress(ui.err, "finding duplicates", transient=True) as bar:
+            report = idx.duplicates(paths or (), threshold=threshold, progress=bar.on_event)
+        if json:
+            print_json_lines(ui.out, ({"group": i, **g.to_dict()} for i, g in enumerate(report.groups, start=1)))
+            return
+        ui.err.print(duplicates_summary(report), highlight=False, soft_wrap=True)
+        if report.groups:
+            ui.out.print(duplicates_table(report, width=ui.out.width))
+
+
 def models(json: JsonOpt = False) -> None:
     """The model registry, and whether each model can run here right now, offline.
 
@@ -240,5 +270,5 @@ def models(json: JsonOpt = False) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    for command in (index, search, tag, remove, info, check, models):
+    for command in (index, search, tag, remove, info, check, duplicates, models):
         app.command(cls=Command)(command)

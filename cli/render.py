@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from xlir_qdrant.records import (
-    RECALL_METRICS, CheckEvent, CheckReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow, TagResult,
+    RECALL_METRICS, CheckEvent, CheckReport, DuplicatesReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow,
+    TagResult,
 )
 
 
@@ -210,10 +211,10 @@ class CheckProgress(_Bar):
 
     SHOWN = 20  # fault lines printed; the summary table counts every one
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, description: str = "checking", *, transient: bool = False) -> None:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console, transient=False)
-        self.task = self.bar.add_task("checking", total=None, visible=False)  # shown by the first event
+                            console=console, transient=transient)
+        self.task = self.bar.add_task(description, total=None, visible=False)  # shown by the first event
         self.faults = 0
 
     def on_event(self, ev: CheckEvent) -> None:
@@ -229,6 +230,37 @@ class CheckProgress(_Bar):
                                        soft_wrap=True)
         elif ev.kind == "stage":
             self.bar.update(self.task, description=ev.reason)
+
+
+def duplicates_summary(report: DuplicatesReport) -> str:
+    unread = (f"; {report.unconfirmed} close pair(s) not compared: a file could not be read"
+              if report.unconfirmed else "")
+    return (f"{report.exact} group(s) of exact copies, {report.near} of near-copies among {report.scanned} photos "
+            f"(--threshold {report.threshold:g}){unread}")
+
+
+def duplicates_table(report: DuplicatesReport, width: int | None = None) -> Table:
+    """One section per group, its best copy first (most pixels, then the biggest file)."""
+    table = Table(header_style="bold", caption="first of each group: the most pixels, then the biggest file")
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("path", no_wrap=True, overflow="ellipsis")
+    table.add_column("pixels", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("date", no_wrap=True)
+    table.add_column("cos", justify="right", no_wrap=True)
+    fixed = len(str(len(report.groups))) + 5 + 11 + 9 + 10 + 5  # every column but the path, at their widest
+    room = max(12, (width or 10_000) - fixed - 3 * 7 - 1)
+    for number, group in enumerate(report.groups, start=1):
+        if number > 1:
+            table.add_section()
+        for i, m in enumerate(group.members):
+            pixels = f"{m.width}×{m.height}" if m.width and m.height else ""
+            table.add_row(str(number) if i == 0 else "", group.kind if i == 0 else "",
+                          escape(fit_path(display_path(m.path), room)), pixels, human_size(m.size),
+                          (m.date or "")[:10], "" if group.kind == "exact" else f"{m.similarity:.3f}",
+                          style="bold" if i == 0 else None)
+    return table
 
 
 def check_table(report: CheckReport) -> Table:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from xlir_cli import app, main
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "train", "eval")
+COMMANDS = ("index", "search", "tag", "remove", "info", "check", "duplicates", "models", "train", "eval")
 runner = CliRunner()
 
 

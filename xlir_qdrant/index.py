@@ -26,11 +26,16 @@ from .encoders.lang import UnknownLanguage, canonical
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
 from .check import Progress as CheckProgress
 from .check import check_points
+from .duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from .duplicates import find_duplicates
 from .errors import BadQuery, BadValue, EmptyIndex, ModelMismatch, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
-from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagInfo, TagResult
+from .records import (
+    CheckEvent, CheckReport, DuplicatesReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagInfo,
+    TagResult,
+)
 from .search import SORTS, SearchResult, search, sort_hits, validate
 from .store import Collection, Store, open_store
 from .store.schema import file_path, point_id
@@ -234,6 +239,19 @@ class Index:
             raise EmptyIndex(f"the index {self.settings.collection!r} at {self.location} is empty: "
                              f"run `xlir index PATH` first")
         return replace(result, hits=sort_hits(result.hits, sort))
+
+    def duplicates(self, under: Sequence[str | os.PathLike[str]] = (), *, threshold: float = DUPLICATE_THRESHOLD,
+                   progress: CheckProgress | None = None) -> DuplicatesReport:
+        """Exact copies (the same bytes) and groups of near-copies (resized, recompressed, lightly
+        cropped or edited: stored vectors at or above ``threshold`` cosine, through the store's
+        nearest-neighbour search) among the indexed photos, or those under ``under``."""
+        if not 0.0 < threshold <= 1.0:
+            raise BadValue(f"--threshold {threshold:g}: use a cosine similarity above 0 and at most 1")
+        collection = self.collection
+        for folder in under:
+            self._known_path(folder, "duplicates")
+        folders = [os.path.abspath(os.path.expanduser(u)) for u in under]
+        return find_duplicates(collection, under=folders, threshold=threshold, progress=progress)
 
     def tagger(self) -> Tagger:
         """A tagger for this index's model over the shipped vocabulary."""
