@@ -165,7 +165,7 @@ def tag(
             print_json_lines(ui.out, (row for r in results for row in r.to_dicts()))
             return
         for r in results:
-            ui.out.print(tags_table(r))
+            ui.out.print(tags_table(r, width=ui.out.width))
 
 
 def remove(

@@ -107,9 +107,10 @@ def hit_lines(hits: list[Hit], fmt: str) -> list[str]:
     return [f"{h.rank}\t{h.score:.4f}\t{h.path}\t{h.date or ''}\t{h.size}" for h in hits]
 
 
-def tags_table(result: TagResult) -> Table:
+def tags_table(result: TagResult, width: int | None = None) -> Table:
     where = "" if result.source == "index" else " (not indexed: embedded now)"
-    table = Table(title=display_path(result.path) + where, title_justify="left", header_style="bold")
+    title = fit_path(display_path(result.path), max(12, (width or 10_000) - len(where)))
+    table = Table(title=escape(title) + where, title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("tag")
     table.add_column("score", justify="right")

@@ -365,6 +365,17 @@ def test_the_table_never_folds_a_path(tmp_path: Path, monkeypatch: pytest.Monkey
     assert any("short.jpg" in row for row in rows)
 
 
+def test_a_tag_table_titled_with_a_long_path_keeps_it_on_one_line(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import save
+
+    photo = save(tmp_path / ("a-folder-with-a-long-name/" * 4) / "red-sunset-over-the-harbour.jpg", (230, 20, 20))
+    monkeypatch.setattr(app.ui, "out", Console(width=60, no_color=True, force_terminal=False, soft_wrap=True))
+    code, out, _ = run("tag", str(photo), "--model", "fake-colour", "--store", str(tmp_path / "s"))
+    title = out.splitlines()[0]
+    assert code == 0 and len(title) <= 60 and "red-sunset-over-the-harbour.jpg" in title and title.startswith("…")
+
+
 def test_fit_path_keeps_the_file_name_and_drops_whole_folders() -> None:
     from xlir_cli.render import fit_path
 
