@@ -5,38 +5,155 @@ main.py puts them together."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from xlir_qdrant import __version__
-from xlir_qdrant.config import Overrides, Settings
-from xlir_qdrant.errors import XlirError
-from xlir_qdrant.index import Index
+from xlir_qdrant.config import Overrides, Settings, defaults, environment
+from xlir_qdrant.errors import BadValue, XlirError
+from xlir_qdrant.index import DEFAULT_MODEL, Index, tag_info
 
 if TYPE_CHECKING:
     from xlir_qdrant.serve.client import RemoteIndex
 
-ENV_HELP = (
-    "Environment: XLIR_HOME (data dir), XLIR_STORE, XLIR_QDRANT_URL, XLIR_QDRANT_API_KEY, "
-    "XLIR_COLLECTION, XLIR_MODEL, XLIR_DEVICE, XLIR_BATCH_SIZE, XLIR_CONFIG (TOML file)."
-)
+# click's exceptions, or the copy of them newer Typers vendor: whichever typer raises
+_click_errors = sys.modules[typer.BadParameter.__module__]
+_NoArgsIsHelp: Any = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+ENV_HELP = "Environment: " + ", ".join(f"{name} ({note})" if note else name for name, note in environment()) + "."
+
+
+def _bare_flags(params: list[Any]) -> None:
+    # Typer's rich help prints a type after every option, "--hidden <bool>" included; a flag
+    # takes no value, so its type column stays empty.
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+
+
+# Facts the library knows (the vocabulary's size, per-model defaults) that some help texts name
+# as {placeholders}: filled in when a help is shown, so a command that shows none never pays
+# for reading them.
+@functools.cache
+def help_facts() -> dict[str, str]:
+    info = tag_info()
+    by_score: dict[float, list[str]] = {}
+    for model, (_k, score) in info.calibrated.items():
+        by_score.setdefault(score, []).append(model)
+    thresholds = [f"{score:g} for {' and '.join(models)}" for score, models in by_score.items()]
+    top_ks = {k for k, _s in info.calibrated.values()} | {info.top_k}
+    return {
+        "concepts": str(info.concepts),
+        "tag_languages": str(len(info.languages)),
+        "tag_language_codes": " ".join(info.languages),
+        "tag_top_k": str(info.top_k) if len(top_ks) == 1 else "per model",
+        "tag_min_score": ", ".join([*thresholds, f"else {info.min_score:g}"]),
+    }
+
+
+def _fill(text: str | None) -> str | None:
+    if not text or "{" not in text:
+        return text
+    for key, value in help_facts().items():  # only these: other braces are the help's own
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+class Command(TyperCommand):
+    """An xlir command. Its help fills in the library's facts, shows flags as flags, and shows a
+    default that is described rather than literal (show_default="one per core, up to 8": the
+    option itself defaults to None, "not given", so the config file and XLIR_* still apply)
+    the way it shows a literal one."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self.help = _fill(self.help)
+        params = self.get_params(ctx)
+        described = []
+        for param in params:
+            param.help = _fill(getattr(param, "help", None))
+            if isinstance(param.show_default, str):
+                described.append((param, param.default, param.show_default))
+                param.default, param.show_default = _fill(param.show_default), True
+        _bare_flags(params)
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            for param, default, show in described:
+                param.default, param.show_default = default, show
+
+
+class Group(TyperGroup):
+    """The xlir app. A usage error (an unknown option, a value out of range, a missing
+    argument) is one line naming the flag and what it accepts, with exit code 2, instead of
+    click's usage block and boxed message."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _bare_flags(self.get_params(ctx))
+        super().format_help(ctx, formatter)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp:  # the help has been shown
+            code = 2
+        except _click_errors.ClickException as exc:
+            usage_error(exc.format_message(), getattr(exc, "ctx", None), getattr(exc, "param", None))
+            code = exc.exit_code
+        except typer.Abort:
+            ui.err.print("aborted", highlight=False)
+            code = 1
+        else:
+            code = code if isinstance(code, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+def usage_error(message: str, ctx: Any = None, param: Any = None) -> None:
+    """One line on stderr: the problem, the range a number must be in, where the help is."""
+    allowed = _range(param)
+    text = " ".join(message.split()).rstrip(".") + (f"; allowed: {allowed}" if allowed else "")
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    ui.err.print("[red]error:[/red]", escape(text + hint), highlight=False, soft_wrap=True)
+
+
+def _range(param: Any) -> str:
+    # Typer keeps an option's bounds on the option; older ones on its click type (IntRange).
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if low is None and high is None:
+        kind = getattr(param, "type", None)
+        low, high = getattr(kind, "min", None), getattr(kind, "max", None)
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}"
+    if low is not None:
+        return f"{low:g} or more"
+    return f"{high:g} or less" if high is not None else ""
+
 
 app = typer.Typer(
     name="xlir",
+    cls=Group,
     help=(
         "Search and tag your photos in any language, on Qdrant.\n\n"
-        "  xlir index ~/Pictures            embed photos into the local index\n\n"
-        "  xlir search \"perro en la playa\"   find them with words in any language\n\n"
-        "  xlir models                      the models you can use\n\n" + ENV_HELP
+        "Examples:\n"
+        "xlir index ~/Pictures              embed photos into the local index\n"
+        "xlir search \"perro en la playa\"    find them with words in any language\n"
+        "xlir search cat --format paths     one path per line, for xargs or an image viewer\n"
+        "xlir duplicates                    copies and near-copies of the same photo\n"
+        "xlir models                        the models you can use\n\n" + ENV_HELP
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -86,9 +203,13 @@ def quiet_libraries() -> None:
 
 @contextlib.contextmanager
 def errors() -> Iterator[None]:
-    """Domain errors become one red line and exit code 1; Ctrl-C exits 130 cleanly."""
+    """Domain errors become one red line and exit code 1 (2 for a value a flag does not accept,
+    as for click's own usage errors); Ctrl-C exits 130 cleanly."""
     try:
         yield
+    except BadValue as exc:
+        ui.err.print("[red]error:[/red]", escape(str(exc)), highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except XlirError as exc:
         ui.err.print("[red]error:[/red]", escape(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -98,13 +219,16 @@ def errors() -> Iterator[None]:
 
 
 # -- options shared by the commands ---------------------------------------------------------------
-# Help texts are rich markup: a literal "[" is written "\\[".
+# Help texts are rich markup: a literal "[" is written "\\[". A default that is not a literal
+# value (it depends on the machine or on the index) is described in show_default.
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Embedded index directory \\[default: XLIR_HOME/store].", show_default=False)]
-UrlOpt = Annotated[Optional[str], typer.Option("--qdrant-url", help="Use a Qdrant server or cluster instead of the embedded engine (API key from XLIR_QDRANT_API_KEY).")]
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="Collection (index) name \\[default: photos].", show_default=False)]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id from `xlir models`, or a checkpoint folder \\[default: the collection's model, else the bundled one].", show_default=False)]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.", show_default=False)]
+_D = defaults()
+
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Embedded index directory.", show_default="XLIR_HOME/store")]
+UrlOpt = Annotated[Optional[str], typer.Option("--qdrant-url", help="Use a Qdrant server or cluster instead of the embedded engine (API key from XLIR_QDRANT_API_KEY).", show_default=False)]
+CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help="Collection (index) name.", show_default=_D["collection"])]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id from `xlir models`, or a checkpoint folder.", show_default=f"the collection's model, else {DEFAULT_MODEL}")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.", show_default=_D["device"])]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
 
 

@@ -11,13 +11,15 @@ from collections.abc import Iterable
 from typing import Any, Self
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from xlir_qdrant.records import (
-    RECALL_METRICS, CheckEvent, CheckReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow, TagResult,
+    RECALL_METRICS, CheckEvent, CheckReport, DuplicatesReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow,
+    TagResult,
 )
 
 
@@ -36,6 +38,13 @@ def display_path(path: str) -> str:
     return path[len(cwd):] if path.startswith(cwd) else path
 
 
+def print_plain_lines(console: Console, lines: Iterable[str]) -> None:
+    """Lines exactly as given, for a pipe: rich would expand a tab into spaces."""
+    for line in lines:
+        console.file.write(line + "\n")
+    console.file.flush()
+
+
 def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> None:
     for record in records:
         console.out(json.dumps(record, ensure_ascii=False), highlight=False)
@@ -44,21 +53,64 @@ def print_json_lines(console: Console, records: Iterable[dict[str, Any]]) -> Non
 # -- photos --------------------------------------------------------------------------------------
 
 
-def hits_table(hits: list[Hit]) -> Table:
+def fit_path(path: str, width: int) -> str:
+    """``path`` in at most ``width`` terminal cells, never folded: folders are dropped from the
+    left, whole, so the file name stays readable ("…/trip/IMG_1234.jpg"); only a name longer
+    than the width loses its start ("…0_IMG_1234.jpg", the extension kept)."""
+    if cell_len(path) <= width:
+        return path
+    head, _, name = path.rpartition(os.sep)
+    if cell_len("…" + os.sep + name) > width:
+        return "…" + _tail(name, width - 1)
+    tail = name
+    for folder in reversed(head.split(os.sep)):
+        if cell_len("…" + os.sep + folder + os.sep + tail) > width:
+            break
+        tail = folder + os.sep + tail
+    return "…" + os.sep + tail
+
+
+def _tail(text: str, cells: int) -> str:
+    out, used = "", 0
+    for ch in reversed(text):
+        if used + cell_len(ch) > cells:
+            break
+        out, used = ch + out, used + cell_len(ch)
+    return out
+
+
+def hits_table(hits: list[Hit], width: int | None = None) -> Table:
+    """The hits as a table that fits ``width`` cells: long paths are shortened from the left
+    (fit_path) instead of folding mid-name over several lines."""
+    cells = [(str(h.rank), f"{h.score:.3f}", display_path(h.path), (h.date or "")[:10], human_size(h.size))
+             for h in hits]
+    headers = ("#", "score", "path", "date", "size")
+    fixed = sum(max([len(head), *(cell_len(row[i]) for row in cells)]) for i, head in enumerate(headers) if i != 2)
+    # every column is padded by one cell each side, and the box draws one more line per column
+    room = max(12, (width or 10_000) - fixed - 3 * len(headers) - 1)
     table = Table(title_justify="left", header_style="bold")
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("score", justify="right")
-    table.add_column("path", overflow="fold")
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("path", no_wrap=True, overflow="ellipsis")
     table.add_column("date", no_wrap=True)
     table.add_column("size", justify="right", no_wrap=True)
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", display_path(h.path), (h.date or "")[:10], human_size(h.size))
+    for rank, score, path, date, size in cells:
+        table.add_row(rank, score, escape(fit_path(path, room)), date, size)
     return table
 
 
-def tags_table(result: TagResult) -> Table:
+def hit_lines(hits: list[Hit], fmt: str) -> list[str]:
+    """Plain lines for a pipe: ``paths``, one absolute path a line (xargs, an image viewer), or
+    ``tsv``: rank, score, path, date, size in bytes, tab-separated, no header."""
+    if fmt == "paths":
+        return [h.path for h in hits]
+    return [f"{h.rank}\t{h.score:.4f}\t{h.path}\t{h.date or ''}\t{h.size}" for h in hits]
+
+
+def tags_table(result: TagResult, width: int | None = None) -> Table:
     where = "" if result.source == "index" else " (not indexed: embedded now)"
-    table = Table(title=display_path(result.path) + where, title_justify="left", header_style="bold")
+    title = fit_path(display_path(result.path), max(12, (width or 10_000) - len(where)))
+    table = Table(title=escape(title) + where, title_justify="left", header_style="bold")
     table.add_column("#", justify="right", style="dim")
     table.add_column("tag")
     table.add_column("score", justify="right")
@@ -88,14 +140,19 @@ def index_summary(report: IngestReport) -> str:
 
 
 def info_lines(stats: IndexStats) -> list[str]:
-    return [f"store: {stats.store} at {stats.location}", f"device: {stats.device}"]
+    lines = [f"store: {stats.store} at {stats.location}"]
+    if stats.disk_bytes is not None:
+        lines.append(f"size on disk: {human_size(stats.disk_bytes)}")
+    return [*lines, f"device: {stats.device}"]
 
 
 def collections_table(stats: IndexStats) -> Table:
-    table = Table("collection", "model", "dim", "images", "HNSW-indexed", header_style="bold")
+    table = Table("collection", "model", "dim", "images", "HNSW-indexed", "last indexed", header_style="bold")
     for c in stats.collections:
         points = "[red]damaged[/red]" if c.problem else str(c.points)
-        table.add_row(c.name, c.model, str(c.dim), points, "" if c.indexed_vectors is None else str(c.indexed_vectors))
+        last = (c.last_indexed or "never").replace("T", " ")[:16]
+        table.add_row(c.name, c.model, str(c.dim), points, "" if c.indexed_vectors is None else str(c.indexed_vectors),
+                      last)
     return table
 
 
@@ -183,13 +240,14 @@ class CheckProgress(_Bar):
 
     SHOWN = 20  # fault lines printed; the summary table counts every one
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, description: str = "checking", *, transient: bool = False) -> None:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console, transient=False)
-        self.task = self.bar.add_task("checking", total=None)
+                            console=console, transient=transient)
+        self.task = self.bar.add_task(description, total=None, visible=False)  # shown by the first event
         self.faults = 0
 
     def on_event(self, ev: CheckEvent) -> None:
+        self.bar.update(self.task, visible=True)
         if ev.kind == "total":
             self.bar.update(self.task, total=ev.n)
         elif ev.kind == "checked":
@@ -201,6 +259,37 @@ class CheckProgress(_Bar):
                                        soft_wrap=True)
         elif ev.kind == "stage":
             self.bar.update(self.task, description=ev.reason)
+
+
+def duplicates_summary(report: DuplicatesReport) -> str:
+    unread = (f"; {report.unconfirmed} close pair(s) not compared: a file could not be read"
+              if report.unconfirmed else "")
+    return (f"{report.exact} group(s) of exact copies, {report.near} of near-copies among {report.scanned} photos "
+            f"(--threshold {report.threshold:g}){unread}")
+
+
+def duplicates_table(report: DuplicatesReport, width: int | None = None) -> Table:
+    """One section per group, its best copy first (most pixels, then the biggest file)."""
+    table = Table(header_style="bold", caption="first of each group: the most pixels, then the biggest file")
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("path", no_wrap=True, overflow="ellipsis")
+    table.add_column("pixels", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("date", no_wrap=True)
+    table.add_column("cos", justify="right", no_wrap=True)
+    fixed = len(str(len(report.groups))) + 5 + 11 + 9 + 10 + 5  # every column but the path, at their widest
+    room = max(12, (width or 10_000) - fixed - 3 * 7 - 1)
+    for number, group in enumerate(report.groups, start=1):
+        if number > 1:
+            table.add_section()
+        for i, m in enumerate(group.members):
+            pixels = f"{m.width}×{m.height}" if m.width and m.height else ""
+            table.add_row(str(number) if i == 0 else "", group.kind if i == 0 else "",
+                          escape(fit_path(display_path(m.path), room)), pixels, human_size(m.size),
+                          (m.date or "")[:10], "" if group.kind == "exact" else f"{m.similarity:.3f}",
+                          style="bold" if i == 0 else None)
+    return table
 
 
 def check_table(report: CheckReport) -> Table:

@@ -11,12 +11,12 @@ import typer
 from xlir_qdrant.config import Overrides
 from xlir_qdrant.serve.security import TOKEN_ENV, resolve_token
 
-from .app import CollectionOpt, DeviceOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
+from .app import CollectionOpt, Command, DeviceOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on. Any but a loopback one needs a token: XLIR_SERVE_TOKEN, else one is made and printed once.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free one).")] = 8765,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one).")] = 8765,
     store: StoreOpt = None, qdrant_url: UrlOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -26,7 +26,10 @@ def serve(
     search`, `tag`, `info` and `index` on this store use the server instead of waiting for it.
     Only photos under the folders the index was built from are ever served.
 
-    Examples:  xlir serve     xlir serve --port 9000     xlir serve --host 0.0.0.0
+    Examples:
+    xlir serve
+    xlir serve --port 9000
+    xlir serve --host 0.0.0.0
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device)
     token, generated = resolve_token(host, os.environ.get(TOKEN_ENV))
@@ -57,4 +60,4 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", cls=Command)(serve)

@@ -17,7 +17,7 @@ import typer
 from xlir_qdrant import recipe
 from xlir_qdrant.records import jsonable
 
-from .app import errors, ui
+from .app import Command, errors, ui
 from .render import TrainProgress, print_json_lines, recall_line
 
 HELP = """Train a cross-lingual image-text model on English captions only.
@@ -29,14 +29,10 @@ result answers queries in its other languages zero-shot. Recall on held-out imag
 every epoch (epoch 0: untrained). The checkpoint folder works wherever a model id does.
 
 Examples:
-
-  xlir train --coco-json captions_train2014.json --images coco/ --out ckpt
-
-  xlir train --pairs pairs.tsv --out ckpt --loss patr --epochs 3
-
-  xlir index ~/Pictures --model ckpt && xlir search "perro en la playa"
-
-  xlir eval --xtd10 coco/ --model ckpt --model default
+xlir train --coco-json captions_train2014.json --images coco/ --out ckpt
+xlir train --pairs pairs.tsv --out ckpt --loss patr --epochs 3
+xlir index ~/Pictures --model ckpt && xlir search "perro en la playa"
+xlir eval --xtd10 coco/ --model ckpt --model default
 """
 
 # The options that are not TrainConfig fields: the data, the towers, where the result goes.
@@ -48,7 +44,7 @@ _DATA_OPTIONS = [
     ("image_model", Annotated[str, typer.Option("--image-model", help="Frozen image tower: a model id from `xlir models`.")], recipe.DEFAULT_MODEL),
     ("text_encoder", Annotated[str, typer.Option("--text-encoder", help="Frozen text encoder: muse (bundled), or a Hugging Face name or folder.")], "muse"),
     ("device", Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")], "auto"),
-    ("workers", Annotated[Optional[int], typer.Option("--workers", help="Image decode threads \\[default: one per core, up to 8].", show_default=False)], None),
+    ("workers", Annotated[Optional[int], typer.Option("--workers", help="Image decode threads.", show_default="one per core, up to 8")], None),
     ("no_cache", Annotated[bool, typer.Option("--no-cache", help="Recompute frozen features instead of reusing the cache.")], False),
     ("json", Annotated[bool, typer.Option("--json", help="Print the training report as one JSON object.")], False),
 ]
@@ -102,4 +98,4 @@ train.__doc__ = HELP
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", rich_help_panel="Research")(train)
+    app.command("train", cls=Command, rich_help_panel="Research")(train)

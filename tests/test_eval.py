@@ -291,9 +291,9 @@ def test_xlir_eval_xtd10_prints_the_paper_beside(cli, tmp_path: Path) -> None:  
 
 def test_commands_refuse_ambiguous_data_and_teach_in_help(cli, tmp_path: Path) -> None:  # noqa: ANN001
     code, _, stderr = cli("train", "--out", str(tmp_path / "x"))
-    assert code == 1 and "either --pairs FILE, or --coco-json FILE with --images FOLDER" in stderr
+    assert code == 2 and "either --pairs FILE, or --coco-json FILE with --images FOLDER" in stderr  # usage errors
     code, _, stderr = cli("eval", "--tsv", "a.tsv", "--xtd10", "coco")
-    assert code == 1 and "exactly one of --xtd10" in stderr
+    assert code == 2 and "exactly one of --xtd10" in stderr
     for command in ("train", "eval"):
         code, stdout, _ = cli(command, "--help")
         assert code == 0 and "Examples" in stdout

@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import save
 from xlir_qdrant.config import Overrides, Settings
-from xlir_qdrant.errors import DiskFull, EmptyIndex, StoreDamaged
+from xlir_qdrant.errors import DiskFull, StoreDamaged
 from xlir_qdrant.index import Index
 from xlir_qdrant.records import IngestEvent
 from xlir_qdrant.store.schema import file_path, point_id

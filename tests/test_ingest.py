@@ -10,7 +10,7 @@ import pytest
 
 from conftest import save
 from xlir_qdrant.config import Overrides, Settings
-from xlir_qdrant.errors import BadQuery, EmptyIndex, ModelMismatch
+from xlir_qdrant.errors import BadValue, EmptyIndex, ModelMismatch
 from xlir_qdrant.index import Index
 from xlir_qdrant.records import IngestEvent as Event
 from xlir_qdrant.store.schema import point_id
@@ -81,7 +81,7 @@ def test_missing_root_never_empties_the_index(tmp_path: Path, colour_photos: Pat
     with _index(tmp_path) as idx:
         idx.index([colour_photos])
         shutil.move(colour_photos, tmp_path / "elsewhere")
-        with pytest.raises(BadQuery, match="does not exist"):
+        with pytest.raises(BadValue, match="does not exist"):
             idx.index([colour_photos])
         other = save(tmp_path / "other" / "x.png", (1, 1, 1)).parent
         report = idx.index([colour_photos, other])
@@ -178,6 +178,7 @@ def test_search_before_index_and_with_other_model_are_refused(tmp_path: Path, co
 def test_search_of_an_emptied_index_says_so_and_a_filtered_miss_does_not(tmp_path: Path, colour_photos: Path) -> None:
     with _index(tmp_path) as idx:
         idx.index([colour_photos])
+        (tmp_path / "elsewhere").mkdir()
         assert idx.search("red", under=[str(tmp_path / "elsewhere")]).hits == []  # no match, not empty
         idx.remove([colour_photos])
         with pytest.raises(EmptyIndex, match="is empty"):

@@ -101,6 +101,22 @@ def test_flores_codes_are_real_nllb_language_tokens() -> None:
     assert set(FLORES.values()) <= known
 
 
+def test_each_model_family_lists_its_real_languages() -> None:
+    from xlir_qdrant.encoders.lang import MUSE_LANGUAGES, NLLB_LANGUAGES, XLMR_LANGUAGES
+    from xlir_qdrant.encoders.registry import registry
+
+    assert len(set(MUSE_LANGUAGES)) == len(MUSE_LANGUAGES) == 16
+    assert len(set(XLMR_LANGUAGES)) == len(XLMR_LANGUAGES) == 100  # CC-100 as XLM-R used it
+    assert {"sw", "my_zaw", "hi_rom", "zh-Hant", "la", "xh"} <= set(XLMR_LANGUAGES)
+    assert len(set(NLLB_LANGUAGES)) == len(NLLB_LANGUAGES) == 202
+    assert set(FLORES.values()) <= set(NLLB_LANGUAGES)  # every --lang NLLB is given is one it takes
+    nllb = pytest.importorskip("transformers.models.nllb.tokenization_nllb")
+    assert set(NLLB_LANGUAGES) == set(nllb.FAIRSEQ_LANGUAGE_CODES)
+    counts = {s.id: len(s.languages) for s in registry()}
+    assert counts["conse-lite0-muse"] == 16 and counts["xlm-roberta-base-ViT-B-32"] == 100
+    assert counts["xlm-roberta-large-ViT-H-14"] == 100 and counts["nllb-clip-base-siglip"] == 202
+
+
 @pytest.mark.parametrize(
     ("code", "flores"),
     [

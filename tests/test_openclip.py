@@ -276,6 +276,9 @@ def test_the_registry_offers_the_real_hub_models_and_open_clip_knows_them() -> N
     specs = {s.id: s for s in registry.registry() if s.family == "openclip" and not s.id.startswith("test-")}
     assert {k: s.options["pretrained"] for k, s in specs.items()} == REAL_OPENCLIP
     for spec in specs.values():
+        # `xlir models` looks for the weights where open_clip would fetch them, without open_clip
+        hub = open_clip.get_pretrained_cfg(spec.options["arch"], spec.options["pretrained"])["hf_hub"]
+        assert spec.options["hf_hub"] == hub.rstrip("/"), spec.id
         config = open_clip.get_model_config(spec.options["arch"])
         assert config is not None and config["embed_dim"] == spec.dim, spec.id
         assert spec.options["pretrained"] in open_clip.list_pretrained_tags_by_model(spec.options["arch"])

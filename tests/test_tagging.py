@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 
 from xlir_qdrant.config import Overrides, Settings
-from xlir_qdrant.errors import BadQuery
+from xlir_qdrant.errors import BadQuery, BadValue
 from xlir_qdrant.index import Index
 from xlir_qdrant.store.schema import point_id
 
@@ -65,7 +65,7 @@ def test_free_vocabulary_in_a_language_without_alignment(bundled: Index, tmp_pat
 
 
 def test_language_without_names_lists_the_ones_that_exist(bundled: Index) -> None:
-    with pytest.raises(BadQuery, match="en, de, fr.*--vocab"):
+    with pytest.raises(BadValue, match="--lang 'pt'.*en, de, fr.*--vocab"):
         bundled.tag([SKIMAGE / "chelsea.png"], lang="pt")
 
 
@@ -105,4 +105,4 @@ def test_cli_tag_json_and_search_tag(tmp_path: Path, colour_photos: Path, monkey
     found = [Path(json.loads(line)["path"]).name for line in res.stdout.splitlines()]
     assert res.exit_code == 0 and found[0] == "red.jpg" and not {"green.png", "blue.jpg"} & set(found)
     res = runner.invoke(main.app, ["tag", str(colour_photos / "red.jpg"), "--lang", "xx", "--store", store])
-    assert res.exit_code == 1 and "--vocab" in res.stderr
+    assert res.exit_code == 2 and "--vocab" in res.stderr  # a value --lang does not take: a usage error

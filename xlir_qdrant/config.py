@@ -69,7 +69,7 @@ class Settings:
                     "keep one: --store for the embedded engine, --qdrant-url for a server"
                 )
             values.pop("store" if store_level < url_level else "qdrant_url")
-        return _coerce(values)
+        return _coerce(values, level)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +105,26 @@ class Overrides:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
+def defaults() -> dict[str, Any]:
+    """Each setting's built-in default (what `--help` shows), read from Settings itself."""
+    return {f.name: f.default for f in fields(Settings) if f.name != "home"}
+
+
+def environment() -> list[tuple[str, str]]:
+    """Every environment variable xlir reads, with a note for those that are not a setting of
+    their own name: the data dir, the config file, one XLIR_<NAME> per setting, and the cache
+    of derived files (read by cache.py)."""
+    settings = [(f"XLIR_{f.name.upper()}", "") for f in fields(Settings) if f.name != "home"]
+    return [("XLIR_HOME", "data dir"), ("XLIR_CONFIG", "TOML config file"), *settings,
+            ("XLIR_CACHE", "derived files such as label matrices")]
+
+
 def _read_config(home: Path) -> dict[str, Any]:
-    path = Path(os.environ.get("XLIR_CONFIG") or home / "config.toml").expanduser()
+    named = os.environ.get("XLIR_CONFIG")
+    path = Path(named or home / "config.toml").expanduser()
+    if named and not path.is_file():
+        # A config file asked for by name and silently not read would leave every setting in it unset.
+        raise ConfigError(f"XLIR_CONFIG={named} is not a file; point it at a TOML config file, or unset it")
     if not path.is_file():
         return {}
     try:
@@ -131,7 +149,7 @@ def _read_env() -> dict[str, Any]:
     return out
 
 
-def _coerce(values: dict[str, Any]) -> Settings:
+def _coerce(values: dict[str, Any], level: dict[str, str]) -> Settings:
     settings = Settings()
     try:
         for key, value in values.items():
@@ -146,7 +164,29 @@ def _coerce(values: dict[str, Any]) -> Settings:
                 value = float(value)
             settings = replace(settings, **{key: value})
     except ValueError as exc:
-        raise ConfigError(f"bad setting {key}={value!r}: {exc}") from exc
-    if settings.batch_size < 1:
-        raise ConfigError("batch size must be at least 1")
+        raise ConfigError(f"bad setting {key}={value!r} ({_where(key, level)}): {exc}") from exc
+    for key, (low, strict, note) in _LOWER_BOUNDS.items():
+        value = getattr(settings, key)
+        if value < low or (strict and value == low):
+            bound = f"more than {low}" if strict else f"at least {low}"
+            raise ConfigError(f"{key} must be {bound}{note}, not {value} ({_where(key, level)})")
     return settings
+
+
+def _where(key: str, level: dict[str, str]) -> str:
+    """Where a setting came from, the way a person would change it."""
+    source = level.get(key, "default")
+    if source == "environment":
+        return f"from XLIR_{key.upper()}"
+    if source == "flag":
+        return f"from --{key.replace('_', '-')}"
+    return f"from the {source}"
+
+
+# Lower bounds of the numeric settings, checked whatever level set them: key -> (bound, strict, note)
+_LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
+    "batch_size": (1, False, ""),
+    "workers": (0, False, " (0: one decode thread per core, up to 8)"),
+    "max_megapixels": (0, True, ""),
+    "timeout": (0, True, " seconds"),
+}

@@ -35,7 +35,12 @@ class NotFound(XlirError):
     """No photo with that id in the index (or none that may be shown)."""
 
 
-class ConfigError(XlirError):
+class BadValue(XlirError):
+    """A flag, argument or setting has a value outside what it accepts. The message names it
+    and what it accepts; the CLI exits with 2 for these, as for any other usage error."""
+
+
+class ConfigError(BadValue):
     """Ambiguous or invalid settings."""
 
 

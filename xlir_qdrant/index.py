@@ -29,17 +29,21 @@ import numpy as np
 
 from .config import Overrides, Settings
 from .encoders.base import CROP_MARGIN, Encoder, device_summary
+from .encoders.lang import UnknownLanguage, canonical
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
 from .check import Progress as CheckProgress
 from .check import check_points
-from .errors import BadQuery, EmptyIndex, ModelMismatch, NotFound, StoreDamaged
+from .duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from .duplicates import find_duplicates
+from .errors import BadQuery, BadValue, EmptyIndex, ModelMismatch, NotFound, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
 from .records import (
-    CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Point, Runtime, TagResult,
+    CheckEvent, CheckReport, DuplicatesReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Point, Runtime,
+    TagInfo, TagResult,
 )
-from .search import SearchResult, search, to_hits, validate
+from .search import SORTS, SearchResult, search, sort_hits, to_hits, validate
 from .store import Collection, Store, open_store
 from .store.base import Serialised
 from .store.schema import file_path, point_id
@@ -79,8 +83,9 @@ class Index:
         with self._lock:
             if self._store is None:
                 s = self.settings
+                # Not created here: only making a collection (xlir index) makes the store directory.
                 self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
-                                         timeout=s.timeout, purpose=self._purpose)
+                                         timeout=s.timeout, purpose=self._purpose, create=False)
             return self._store
 
     @property
@@ -145,10 +150,7 @@ class Index:
         """Embed new and changed images under ``paths``; ``read_text`` also reads the text in
         them (OCR); setting ``cancel`` (from another thread) stops the run with Cancelled,
         keeping what it stored."""
-        roots = [Path(p).expanduser() for p in paths]
-        missing = [str(r) for r in roots if not r.exists()]
-        if roots and len(missing) == len(roots):
-            raise BadQuery(f"nothing to index: {', '.join(missing)} does not exist")
+        roots = index_roots(paths)
         encoder = self.encoder  # a model that cannot load must not leave an empty collection behind
         collection = self._open_collection(create=True)
         s = self.settings
@@ -231,18 +233,26 @@ class Index:
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
                lang: str | None = None, under: Sequence[str | os.PathLike[str]] = (),
-               tags: Sequence[str] = (), after: When = None, before: When = None) -> SearchResult:
+               tags: Sequence[str] = (), after: When = None, before: When = None,
+               sort: str = "score") -> SearchResult:
         """Rank images by ``query`` (any language) and/or ``image``; ``tags`` (ids or names in
         any language of the shipped vocabulary) keep only images tagged so at index time;
         ``after`` / ``before`` (a date, a datetime or an ISO-8601 string such as "2024-05-01")
-        keep images dated on or after / before it (their EXIF date, else the file's mtime)."""
+        keep images dated on or after / before it (their EXIF date, else the file's mtime);
+        ``sort="date"`` orders the ``top_k`` best by date, newest first."""
+        if sort not in SORTS:
+            raise BadValue(f"--sort {sort!r}: use one of {', '.join(SORTS)}")
         tag_ids = tuple(resolve_tag(t) for t in tags)
         since, until = date_range(after, before)
+        if lang:
+            check_language(lang)
         if tag_ids and not (query or "").strip() and image is None:
             query = " ".join(tags)  # `--tag Katze` alone: rank the tagged images by the tag itself
             min_score = 0.0 if min_score is None else min_score  # and list them all: they are tagged so
         validate(query, Path(image) if image else None, top_k)
         collection = self.collection
+        for folder in under:
+            self._known_path(folder, "--in")
         result = search(self.encoder, collection, query=query, image=Path(image) if image else None,
                         negatives=tuple(negatives), top_k=top_k, min_score=min_score, lang=lang,
                         under=tuple(Path(u) for u in under), tags=tag_ids, after=since, before=until)
@@ -250,7 +260,20 @@ class Index:
         if not result.hits and collection.count() == 0:
             raise EmptyIndex(f"the index {self.settings.collection!r} at {self.location} is empty: "
                              f"run `xlir index PATH` first")
-        return result
+        return replace(result, hits=sort_hits(result.hits, sort))
+
+    def duplicates(self, under: Sequence[str | os.PathLike[str]] = (), *, threshold: float = DUPLICATE_THRESHOLD,
+                   progress: CheckProgress | None = None) -> DuplicatesReport:
+        """Exact copies (the same bytes) and groups of near-copies (resized, recompressed, lightly
+        cropped or edited: stored vectors at or above ``threshold`` cosine, through the store's
+        nearest-neighbour search) among the indexed photos, or those under ``under``."""
+        if not 0.0 < threshold <= 1.0:
+            raise BadValue(f"--threshold {threshold:g}: use a cosine similarity above 0 and at most 1")
+        collection = self.collection
+        for folder in under:
+            self._known_path(folder, "duplicates")
+        folders = [os.path.abspath(os.path.expanduser(u)) for u in under]
+        return find_duplicates(collection, under=folders, threshold=threshold, progress=progress)
 
     def similar(self, photo_id: str, *, top_k: int = 10, min_score: float | None = None,
                 under: Sequence[str | os.PathLike[str]] = (), tags: Sequence[str] = (), after: When = None,
@@ -298,8 +321,8 @@ class Index:
 
         free = load_user_vocabulary(Path(vocab)) if vocab else None
         if free is None and lang not in LANGUAGES:
-            raise BadQuery(f"the built-in vocabulary has no {lang!r} names; it has {', '.join(LANGUAGES)} "
-                           f"(or pass --vocab FILE with your own tags in any language)")
+            raise BadValue(f"--lang {lang!r}: the built-in vocabulary has no names in it; it has "
+                           f"{', '.join(LANGUAGES)} (or pass --vocab FILE with your own tags in any language)")
         vectors, sources = self._vectors_for(files)
         per_image = self.tagger().tag(vectors, lang, top_k=top_k, min_score=min_score, free=free)
         return [TagResult(path=p, source=src, tags=tuple(t)) for (p, src), t in zip(sources, per_image, strict=True)]
@@ -338,21 +361,33 @@ class Index:
         collection = self.collection
         if not paths:
             return 0
+        for path in paths:  # all checked before anything is deleted
+            self._known_path(path, "remove")
         before = collection.count()
         # `under` matches a file by its path and a folder by its ancestors: one delete for all
         collection.delete_where(Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in paths)))
         return before - collection.count()
+
+    def _known_path(self, path: str | os.PathLike[str], flag: str) -> None:
+        """A path is usable as a filter if it is on disk or something is indexed under it (an
+        unplugged drive's photos stay searchable); anything else is a typo, said in one line."""
+        full = os.path.abspath(os.path.expanduser(path))
+        if not os.path.lexists(full) and self.collection.count(Filter(under=(full,))) == 0:
+            raise BadValue(f"{flag} {full}: no such file or folder, and nothing indexed under it")
 
     @property
     def location(self) -> str:
         return self.settings.qdrant_url or str(self.settings.store_path)
 
     def stats(self) -> IndexStats:
-        store = self.store
+        """The store, its collections (with when each was last indexed) and its size on disk."""
+        store, ledger = self.store, self.ledger()
         with self._lock:  # it reads the open shards too
-            collections = tuple(store.collections())
+            collections = tuple(replace(c, last_indexed=(ledger.last_index(c.name) or {}).get("at"))
+                                for c in store.collections())
+        disk = None if self.settings.qdrant_url else disk_usage(self.settings.store_path)
         return IndexStats(store=store.kind, location=self.location, device=device_summary(),
-                          collections=collections)
+                          collections=collections, disk_bytes=disk)
 
     def close(self) -> None:
         with self._lock:
@@ -370,7 +405,7 @@ def date_range(after: When, before: When) -> tuple[datetime | None, datetime | N
     """``after`` and ``before`` as datetimes (a bare date is its midnight), checked in order."""
     since, until = _when(after, "after"), _when(before, "before")
     if since is not None and until is not None and since >= until:
-        raise BadQuery(f"after ({since:%Y-%m-%d %H:%M}) must be earlier than before ({until:%Y-%m-%d %H:%M})")
+        raise BadValue(f"--after ({since:%Y-%m-%d %H:%M}) must be earlier than --before ({until:%Y-%m-%d %H:%M})")
     return since, until
 
 
@@ -385,7 +420,52 @@ def _when(value: When, name: str) -> datetime | None:
     try:
         return datetime.fromisoformat(text)
     except ValueError:
-        raise BadQuery(f"{name}={text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
+        raise BadValue(f"--{name} {text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes ``folder`` takes on disk, as du counts them: allocated blocks, so the engine's
+    sparse, memory-mapped files count for what they hold, not for their length."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue  # gone since the walk listed it
+            blocks = getattr(st, "st_blocks", None)
+            total += blocks * 512 if blocks is not None else st.st_size
+    return total
+
+
+def index_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The folders and files to index. Some may be missing (an unplugged drive: its photos are
+    kept, not pruned), but if every one is, the command is refused before anything starts."""
+    roots = [Path(p).expanduser() for p in paths]
+    missing = [str(r) for r in roots if not r.exists()]
+    if roots and len(missing) == len(roots):
+        raise BadValue(f"nothing to index: {', '.join(missing)} does not exist")
+    return roots
+
+
+def check_language(code: str) -> str:
+    """``code`` as the ISO 639-1 (or FLORES-200) code the encoders take, or a one-line refusal."""
+    try:
+        return canonical(code)
+    except UnknownLanguage:
+        raise BadValue(f"--lang {code!r} is not a language code: use ISO 639-1 (e.g. de, ja, zh, pt) or "
+                       f"FLORES-200 (e.g. deu_Latn, zho_Hant)") from None
+
+
+def tag_info() -> TagInfo:
+    """The shipped vocabulary (size, languages) and the tagger's defaults, per model."""
+    from .tagging.tagger import CALIBRATED, TagDefaults
+    from .vocab import LANGUAGES, load_vocabulary
+
+    fallback = TagDefaults()
+    return TagInfo(concepts=len(load_vocabulary()), languages=LANGUAGES, top_k=fallback.top_k,
+                   min_score=fallback.min_score,
+                   calibrated={model: (d.top_k, d.min_score) for model, d in CALIBRATED.items()})
 
 
 def list_models() -> list[ModelRow]:

@@ -257,6 +257,7 @@ class CollectionInfo:
     points: int
     indexed_vectors: int | None = None  # HNSW-indexed points, where the backend tells
     problem: str = ""  # why it cannot be opened (then points is 0)
+    last_indexed: str | None = None  # when `xlir index` last ran into it (local time, ISO-8601)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +268,70 @@ class IndexStats:
     location: str
     device: str
     collections: tuple[CollectionInfo, ...] = ()
+    disk_bytes: int | None = None  # what the embedded store takes on disk; None for a server
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """What `xlir tag` works with: the shipped vocabulary's size and languages, and the default
+    number of tags and threshold (``calibrated``: model id -> (top_k, min_score) measured for it)."""
+
+    concepts: int
+    languages: tuple[str, ...]
+    top_k: int
+    min_score: float
+    calibrated: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateMember:
+    """One photo of a duplicate group. ``similarity``: the closest cosine between its stored
+    vector and another member's (1.0 in a group of exact copies)."""
+
+    path: str
+    size: int
+    width: int | None
+    height: int | None
+    date: str | None
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateGroup:
+    """Photos that are one picture: ``kind`` "exact" (the same bytes) or "near" (resized,
+    recompressed, lightly cropped or edited copies). Members come best first: most pixels,
+    then the biggest file."""
+
+    kind: str
+    members: tuple[DuplicateMember, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "members": [asdict(m) for m in self.members]}
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatesReport:
+    """What `xlir duplicates` found among ``scanned`` photos: candidates at cosine ``threshold``,
+    confirmed by the files' signatures."""
+
+    collection: str
+    scanned: int
+    threshold: float
+    groups: tuple[DuplicateGroup, ...] = ()
+    candidates: int = 0  # pairs whose vectors were close enough to compare their files
+    unconfirmed: int = 0  # of those, pairs with a file that could not be read (gone, unplugged)
+    seconds: float = 0.0
+
+    @property
+    def exact(self) -> int:
+        return sum(g.kind == "exact" for g in self.groups)
+
+    @property
+    def near(self) -> int:
+        return sum(g.kind == "near" for g in self.groups)
 
 
 # The recall figures of an evaluation row (eval/run.py), in percent.

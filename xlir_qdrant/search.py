@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from .encoders.base import CROP_MARGIN, Encoder
-from .errors import BadQuery
+from .errors import BadQuery, BadValue
 from .images.decode import DecodeError, decode
 from .records import Filter, Hit, ScoredPoint
 from .store import Collection
@@ -112,7 +112,7 @@ def validate(query: str | None, image: Path | None, top_k: int) -> str:
     if not text and image is None:
         raise BadQuery("empty query: give words to search for, or --image FILE to find similar photos")
     if top_k < 1:
-        raise BadQuery("--top-k must be at least 1")
+        raise BadValue(f"--top-k must be at least 1, not {top_k}")
     return text
 
 
@@ -128,6 +128,18 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
                         id=sp.id, taken_at=p.get("taken_at"), tags=tuple(p.get("tags") or ()),
                         text=p.get("text") or None))
     return hits
+
+
+SORTS = ("score", "date")
+
+
+def sort_hits(hits: list[Hit], by: str = "score") -> list[Hit]:
+    """``hits`` as ranked (by score), or by date, newest first, undated ones last. Each keeps its
+    rank, which stays the rank by score."""
+    if by == "score":
+        return hits
+    dated = sorted((h for h in hits if h.date), key=lambda h: h.date or "", reverse=True)
+    return dated + [h for h in hits if not h.date]
 
 
 def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = (), after: datetime | None = None,

@@ -8,6 +8,7 @@ Checkpoints written by `xlir train` are folders; they are the "checkpoint" famil
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from ..errors import ModelUnavailable
 from ..records import ModelRow, ModelSpec
 from .base import Encoder, resolve_device
-from .lang import MANY_LANGUAGES, MUSE_LANGUAGES
+from .lang import MUSE_LANGUAGES, NLLB_LANGUAGES, XLMR_LANGUAGES
 
 DEFAULT_MODEL = "sight-lite0-ssd-muse"
 ALIASES = {"default": DEFAULT_MODEL, "bundled": DEFAULT_MODEL}
@@ -27,12 +28,14 @@ def _conse(model_id: str, variant: str, size_mb: int, description: str) -> Model
                      options={"variant": variant})
 
 
-def _openclip(model_id: str, pretrained: str, dim: int, size_mb: int, licence: str, *, needs_lang: bool,
-              description: str) -> ModelSpec:
-    # downloaded from the Hugging Face hub on first use, then cached
-    return ModelSpec(id=model_id, family="openclip", dim=dim, languages=MANY_LANGUAGES, licence=licence,
+def _openclip(model_id: str, pretrained: str, hub: str, dim: int, size_mb: int, licence: str, *,
+              languages: tuple[str, ...], needs_lang: bool, description: str) -> ModelSpec:
+    # Downloaded from the Hugging Face hub on first use, then cached. ``hub`` is the repository
+    # open_clip's pretrained config names for the weights (a test checks they agree), so that
+    # `xlir models` can look in the cache without importing open_clip and torch.
+    return ModelSpec(id=model_id, family="openclip", dim=dim, languages=languages, licence=licence,
                      size_mb=size_mb, bundled=False, needs_lang=needs_lang, description=description,
-                     options={"arch": model_id, "pretrained": pretrained})
+                     options={"arch": model_id, "pretrained": pretrained, "hf_hub": hub})
 
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -44,14 +47,18 @@ MODELS: tuple[ModelSpec, ...] = (
            "EfficientNet-Lite0 (ImageNet) bridged into mUSE v3 by ConSE; offline (the earlier default)"),
     _conse("conse-lite2-muse", "lite2", 58,
            "EfficientNet-Lite2 (ImageNet, 260 px) bridged into mUSE v3 by ConSE; offline"),
-    _openclip("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k", 512, 1100, "MIT", needs_lang=False,
-              description="open_clip ViT-B/32 + XLM-RoBERTa base, LAION-5B"),
-    _openclip("nllb-clip-base-siglip", "mrl", 768, 2000, "CC-BY-NC-4.0", needs_lang=True,
+    _openclip("xlm-roberta-base-ViT-B-32", "laion5b_s13b_b90k",
+              "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", 512, 1100, "MIT",
+              languages=XLMR_LANGUAGES, needs_lang=False, description="open_clip ViT-B/32 + XLM-RoBERTa base, LAION-5B"),
+    _openclip("nllb-clip-base-siglip", "mrl", "visheratin/nllb-siglip-mrl-base", 768, 2000, "CC-BY-NC-4.0",
+              languages=NLLB_LANGUAGES, needs_lang=True,
               description="SigLIP ViT-B + NLLB text encoder; needs the query language (detected)"),
-    _openclip("nllb-clip-large-siglip", "mrl", 1152, 5000, "CC-BY-NC-4.0", needs_lang=True,
+    _openclip("nllb-clip-large-siglip", "mrl", "visheratin/nllb-siglip-mrl-large", 1152, 5000, "CC-BY-NC-4.0",
+              languages=NLLB_LANGUAGES, needs_lang=True,
               description="SigLIP SO400M + NLLB text encoder; needs the query language (detected)"),
-    _openclip("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k", 1024, 4500, "MIT", needs_lang=False,
-              description="open_clip ViT-H/14 + XLM-RoBERTa large, LAION-5B"),
+    _openclip("xlm-roberta-large-ViT-H-14", "frozen_laion5b_s13b_b90k",
+              "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k", 1024, 4500, "MIT",
+              languages=XLMR_LANGUAGES, needs_lang=False, description="open_clip ViT-H/14 + XLM-RoBERTa large, LAION-5B"),
 )
 
 
@@ -97,6 +104,14 @@ def _load_openclip(spec: ModelSpec, device: str) -> Encoder:
 
 
 def _openclip_status(spec: ModelSpec) -> tuple[bool, str]:
+    if spec.options.get("hf_hub"):  # where the weights are is known: a look in the cache will do
+        from .hub import OPEN_CLIP_WEIGHTS, in_cache
+
+        if importlib.util.find_spec("open_clip") is None:
+            return False, "package open_clip missing"
+        if in_cache(spec.options["hf_hub"], OPEN_CLIP_WEIGHTS):
+            return True, "in the Hugging Face cache"
+        return False, "not downloaded yet"
     try:
         from . import openclip
     except ImportError as exc:

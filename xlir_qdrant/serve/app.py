@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..errors import (
-    BadQuery, Cancelled, ConfigError, DiskFull, EmptyIndex, ModelMismatch, ModelUnavailable, NotFound, StoreLocked,
+    BadQuery, BadValue, Cancelled, DiskFull, EmptyIndex, ModelMismatch, ModelUnavailable, NotFound, StoreLocked,
     StoreUnavailable, XlirError,
 )
 from ..index import SearchResult
@@ -50,7 +50,7 @@ UPLOADS = {"/api/search", "/api/tag/image"}  # the paths whose bodies may be an 
 THUMB_MAKERS = threading.BoundedSemaphore(2)  # new thumbnails are CPU work: searches come first
 STATUS: tuple[tuple[type[XlirError], int], ...] = (  # first match wins: subclasses before bases
     (NotFound, 404), (EmptyIndex, 404), (Outside, 403), (TooLarge, 413), (NotAnImage, 415), (BadQuery, 400),
-    (ConfigError, 400), (JobConflict, 409), (ModelMismatch, 409), (StoreLocked, 409), (Cancelled, 409),
+    (BadValue, 400), (JobConflict, 409), (ModelMismatch, 409), (StoreLocked, 409), (Cancelled, 409),
     (Busy, 503), (ModelUnavailable, 503), (StoreUnavailable, 503), (DiskFull, 507), (Unreadable, 422),
     (Timeout, 504),
 )
@@ -126,9 +126,10 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
                           in_: Annotated[list[str], Query(alias="in")] = [],  # noqa: B006 - FastAPI copies it
                           tag: Many = [],  # noqa: B006
                           not_: Annotated[list[str], Query(alias="not")] = [],  # noqa: B006
-                          after: str | None = None, before: str | None = None) -> dict[str, Any]:
+                          after: str | None = None, before: str | None = None,
+                          sort: str = "score") -> dict[str, Any]:
         result = await blocking(service.search, q, negatives=not_, top_k=top_k, min_score=min_score, lang=lang,
-                                under=in_, tags=tag, after=after, before=before)
+                                under=in_, tags=tag, after=after, before=before, sort=sort)
         return _hits(result)
 
     @app.post("/api/search")
@@ -140,11 +141,13 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
                            tag: Annotated[list[str], Form()] = [],  # noqa: B006
                            not_: Annotated[list[str], Form(alias="not")] = [],  # noqa: B006
                            after: Annotated[str | None, Form()] = None,
-                           before: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+                           before: Annotated[str | None, Form()] = None,
+                           sort: Annotated[str, Form()] = "score") -> dict[str, Any]:
         data = await image.read() if image is not None else None
         name = (image.filename or "") if image is not None else ""
         result = await blocking(service.search, q, image=data, image_name=name, negatives=not_, top_k=top_k,
-                                min_score=min_score, lang=lang, under=in_, tags=tag, after=after, before=before)
+                                min_score=min_score, lang=lang, under=in_, tags=tag, after=after, before=before,
+                                sort=sort)
         return _hits(result)
 
     @app.get("/api/similar/{photo_id}")
@@ -269,7 +272,8 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
 
 
 def _hits(result: SearchResult) -> dict[str, Any]:
-    return {"hits": [h.to_dict() for h in result.hits], "model": result.model, "lang": result.lang}
+    return {"hits": [h.to_dict() for h in result.hits], "model": result.model, "lang": result.lang,
+            "calibrated": result.calibrated, "min_score": result.min_score}
 
 
 class TooLargeBody(HTTPException):

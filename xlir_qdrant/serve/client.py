@@ -83,17 +83,19 @@ class RemoteIndex:
     def stats(self) -> IndexStats:
         data = self._call("GET", "/api/info")
         return IndexStats(store=data["store"], location=data["location"], device=data["device"],
-                          collections=tuple(CollectionInfo(**c) for c in data["collections"]))
+                          collections=tuple(CollectionInfo(**c) for c in data["collections"]),
+                          disk_bytes=data.get("disk_bytes"))
 
     # -- operations -----------------------------------------------------------------------------
 
     def search(self, query: str | None = None, *, image: str | os.PathLike[str] | None = None,
                negatives: Sequence[str] = (), top_k: int = 10, min_score: float | None = None,
                lang: str | None = None, under: Sequence[str | os.PathLike[str]] = (),
-               tags: Sequence[str] = (), after: When = None, before: When = None) -> SearchResult:
+               tags: Sequence[str] = (), after: When = None, before: When = None,
+               sort: str = "score") -> SearchResult:
         fields: dict[str, Any] = {"q": query or "", "top_k": top_k, "min_score": min_score, "lang": lang,
                                   "in": [_absolute(u) for u in under], "tag": list(tags), "not": list(negatives),
-                                  "after": _iso(after), "before": _iso(before)}
+                                  "after": _iso(after), "before": _iso(before), "sort": sort}
         fields = {k: v for k, v in fields.items() if v is not None and v != []}
         if image is None:
             data = self._call("GET", "/api/search", params=fields)
@@ -101,7 +103,8 @@ class RemoteIndex:
             content = _read(image, missing=f"query image {image} does not exist",
                             unreadable=f"cannot use {image} as a query image")
             data = self._call("POST", "/api/search", data=fields, files={"image": (str(image), content)})
-        return SearchResult(hits=[_hit(h) for h in data["hits"]], model=data["model"], lang=data.get("lang"))
+        return SearchResult(hits=[_hit(h) for h in data["hits"]], model=data["model"], lang=data.get("lang"),
+                            calibrated=bool(data.get("calibrated")), min_score=data.get("min_score"))
 
     def tag(self, files: Sequence[str | os.PathLike[str]], *, lang: str = "en", top_k: int | None = None,
             min_score: float | None = None, vocab: str | os.PathLike[str] | None = None) -> list[TagResult]:

@@ -14,7 +14,7 @@ __all__ = ["Collection", "Store", "open_store"]
 
 
 def open_store(root: Path | str, *, qdrant_url: str | None = None, api_key: str | None = None,
-               timeout: float = 10.0, purpose: str | None = None) -> Store:
+               timeout: float = 10.0, purpose: str | None = None, create: bool = True) -> Store:
     """The embedded Edge store under ``root``, or a Qdrant server when ``qdrant_url`` is set.
 
     ``purpose`` describes this process (e.g. "xlir index") to a second process that finds the
@@ -27,4 +27,4 @@ def open_store(root: Path | str, *, qdrant_url: str | None = None, api_key: str 
         return ServerStore.connect(qdrant_url, api_key=api_key, timeout=timeout)
     from .edge import EdgeStore
 
-    return EdgeStore(Path(root), purpose=purpose)
+    return EdgeStore(Path(root), purpose=purpose, create=create)

@@ -55,24 +55,35 @@ class EdgeStore(ClosesOnExit):
 
     kind = "embedded (Qdrant Edge)"
 
-    def __init__(self, root: Path, *, purpose: str | None = None, optimize_after: int = OPTIMIZE_AFTER) -> None:
+    def __init__(self, root: Path, *, purpose: str | None = None, optimize_after: int = OPTIMIZE_AFTER,
+                 create: bool = True) -> None:
+        """``create=False``: a store that does not exist yet is not made (nor locked) until a
+        collection is created in it; until then it reads as empty. Commands that only read
+        never leave a store directory behind."""
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
         self._optimize_after = optimize_after
+        self._purpose = purpose
+        self._lock: DirLock | None = None
+        self._closed = False
+        self._handles: dict[str, EdgeCollection] = {}
+        if create or (self.root / "collections").is_dir():
+            self._take_lock()
+
+    def _take_lock(self) -> None:
         try:
             (self.root / "collections").mkdir(parents=True, exist_ok=True)
-            self._lock: DirLock | None = DirLock(self.root, purpose)
+            self._lock = DirLock(self.root, self._purpose)
         except OSError as exc:  # not a directory, read-only, no permission
             raise StoreUnavailable(
                 f"cannot open store {self.root}: {exc.strerror or exc}; use --store to pick another directory"
             ) from exc
-        self._handles: dict[str, EdgeCollection] = {}
 
     def vectors(self, name: str) -> dict[str, int]:
         return _read_vectors(self._collection_dir(name))
 
     def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> EdgeCollection:
-        if self._lock is None:
+        if self._closed:
             raise RuntimeError("EdgeStore is closed")
         path = self._collection_dir(name)
         existing = _read_vectors(path)
@@ -80,6 +91,8 @@ class EdgeStore(ClosesOnExit):
             raise ModelMismatch(mismatch_message(name, existing, spec))
         if not existing and not create:
             raise EmptyIndex(missing_message(name, self.location))
+        if self._lock is None:  # the first collection of a store that did not exist yet
+            self._take_lock()
         if name in self._handles:
             return self._handles[name]  # already open for this model (checked above)
         health.require_space(self.root)
@@ -109,6 +122,8 @@ class EdgeStore(ClosesOnExit):
 
     def collections(self) -> list[CollectionInfo]:
         infos = []
+        if not (self.root / "collections").is_dir():  # no store here yet
+            return infos
         for path in sorted((self.root / "collections").iterdir()):
             vectors = _read_vectors(path)
             if len(vectors) != 1 or DAMAGED in path.name:  # not a shard, not xlir's, or set aside
@@ -124,6 +139,7 @@ class EdgeStore(ClosesOnExit):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        self._closed = True
 
     # -- repair (xlir check --repair) ---------------------------------------------------------
 

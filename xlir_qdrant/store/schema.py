@@ -22,6 +22,7 @@ import base64
 import hashlib
 import os
 import uuid
+from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
@@ -53,6 +54,15 @@ def file_path(payload: dict[str, Any]) -> str:
     if raw:
         return os.fsdecode(base64.b64decode(raw))
     return str(payload.get("path", ""))
+
+
+def photo_date(payload: dict[str, Any]) -> str | None:
+    """When the photo was taken (EXIF), else its file's modification time, as local ISO-8601."""
+    if payload.get("taken_at"):
+        return str(payload["taken_at"])
+    if payload.get("mtime_ns") is None:
+        return None
+    return datetime.fromtimestamp(int(payload["mtime_ns"]) / 1e9).isoformat(timespec="seconds")
 
 
 def sound_vector(vector: Any, dim: int) -> bool:
