@@ -10,6 +10,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +20,7 @@ from rich.markup import escape
 
 from xlir_qdrant import __version__
 from xlir_qdrant.config import Overrides
+from xlir_qdrant.records import CollectionOptions
 from xlir_qdrant.errors import XlirError
 from xlir_qdrant.index import Index
 
@@ -103,6 +105,29 @@ CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id from `xlir models`, or a checkpoint folder \\[default: the collection's model, else the bundled one].", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
+
+
+class Quantization(str, Enum):
+    int8 = "int8"
+    none = "none"
+
+
+# How a new collection is laid out (xlir_qdrant/store/layout.py chooses what is not given).
+_LAYOUT = "Layout of a new collection"
+ShardsOpt = Annotated[Optional[int], typer.Option("--shards", min=1, rich_help_panel=_LAYOUT, help="Shards on a server or cluster \\[default: a multiple of its nodes, one per 10M points].", show_default=False)]
+ReplicasOpt = Annotated[Optional[int], typer.Option("--replicas", min=1, rich_help_panel=_LAYOUT, help="Copies of each shard \\[default: 2 on a cluster of 2+ nodes, else 1].", show_default=False)]
+WriteConsistencyOpt = Annotated[Optional[int], typer.Option("--write-consistency", min=1, rich_help_panel=_LAYOUT, help="Replicas that acknowledge each write \\[default: a majority].", show_default=False)]
+QuantizationOpt = Annotated[Optional[Quantization], typer.Option("--quantization", case_sensitive=False, rich_help_panel=_LAYOUT, help="int8: scalar-quantized vectors in RAM, rescored with the originals \\[default: int8 from 1M points].", show_default=False)]
+OnDiskOpt = Annotated[Optional[bool], typer.Option("--on-disk/--in-memory", rich_help_panel=_LAYOUT, help="Original vectors and payload memory-mapped from disk \\[default: on disk when quantized].", show_default=False)]
+
+
+def layout_options(*, expected_points: int | None = None, shards: int | None = None, replicas: int | None = None,
+                   write_consistency: int | None = None, quantization: Quantization | None = None,
+                   on_disk: bool | None = None) -> CollectionOptions:
+    """The layout flags as the library's record."""
+    return CollectionOptions(expected_points=expected_points, shards=shards, replicas=replicas,
+                             write_consistency=write_consistency,
+                             quantization=quantization.value if quantization else None, on_disk=on_disk)
 
 
 def open_index(purpose: str, overrides: Overrides) -> Index:

@@ -12,7 +12,10 @@ from rich.markup import escape
 from xlir_qdrant.config import Overrides
 from xlir_qdrant.index import list_models
 
-from .app import CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
+from .app import (
+    CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, OnDiskOpt, QuantizationOpt, ReplicasOpt, ShardsOpt, StoreOpt, UrlOpt,
+    WriteConsistencyOpt, errors, first_use, layout_options, open_index, ui,
+)
 from .render import (
     CheckProgress, IndexProgress, check_notes, check_table, collections_table, hits_table, index_summary, info_lines,
     models_table, print_json_lines, tags_table,
@@ -28,6 +31,9 @@ def index(
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders (names starting with '.').")] = False,
     max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this \\[default: 150].", show_default=False)] = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
+    expected_points: Annotated[Optional[int], typer.Option("--expected-points", min=1, rich_help_panel="Layout of a new collection", help="Size a new collection for this many photos \\[default: a small library].", show_default=False)] = None,
+    shards: ShardsOpt = None, replicas: ReplicasOpt = None, write_consistency: WriteConsistencyOpt = None,
+    quantization: QuantizationOpt = None, on_disk: OnDiskOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Embed photos and store them in the index; re-running only handles what changed.
@@ -37,16 +43,20 @@ def index(
     cannot be read is skipped with one line saying why. Interrupting loses nothing stored.
 
     Examples:  xlir index ~/Pictures     xlir index ./trip --device cuda --batch-size 128
+    xlir index /archive --qdrant-url http://qdrant:6333 --expected-points 20000000
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
+    layout = layout_options(expected_points=expected_points, shards=shards, replicas=replicas,
+                            write_consistency=write_consistency, quantization=quantization, on_disk=on_disk)
     with errors():
         with open_index("xlir index", settings) as idx:
             run = idx.runtime()
             ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
                          f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
             with IndexProgress(ui.err) as bar:
-                report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing)
+                report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing,
+                                   layout=layout)
         if json:
             print_json_lines(ui.out, [report.to_dict()])
         else:

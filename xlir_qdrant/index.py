@@ -28,7 +28,9 @@ from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
-from .records import CheckEvent, CheckReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult
+from .records import (
+    CheckEvent, CheckReport, CollectionOptions, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult,
+)
 from .search import SearchResult, search, validate
 from .store import Collection, Store, open_store
 from .store.schema import file_path, point_id
@@ -73,9 +75,10 @@ class Index:
         """The handle on this index's collection, which must exist (EmptyIndex otherwise)."""
         return self._open_collection(create=False)
 
-    def _open_collection(self, *, create: bool) -> Collection:
+    def _open_collection(self, *, create: bool, options: CollectionOptions | None = None) -> Collection:
         if self._collection is None:
-            self._collection = self.store.collection(self.settings.collection, self.model_spec(), create=create)
+            self._collection = self.store.collection(self.settings.collection, self.model_spec(), create=create,
+                                                     options=options)
         return self._collection
 
     def collection_model(self) -> ModelSpec | None:
@@ -120,13 +123,15 @@ class Index:
 
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
-              include_hidden: bool = False, prune: bool = True) -> IngestReport:
+              include_hidden: bool = False, prune: bool = True, layout: CollectionOptions | None = None) -> IngestReport:
+        """Embed new and changed images under ``paths``; ``layout`` shapes a collection made now
+        (shards, replicas, quantization...: store/layout.py chooses what it leaves out)."""
         roots = [Path(p).expanduser() for p in paths]
         missing = [str(r) for r in roots if not r.exists()]
         if roots and len(missing) == len(roots):
             raise BadQuery(f"nothing to index: {', '.join(missing)} does not exist")
         encoder = self.encoder  # a model that cannot load must not leave an empty collection behind
-        collection = self._open_collection(create=True)
+        collection = self._open_collection(create=True, options=layout)
         s = self.settings
         options = IngestOptions(batch_size=s.batch_size, workers=s.workers, include_hidden=include_hidden,
                                 max_megapixels=s.max_megapixels, prune=prune)

@@ -220,6 +220,21 @@ class Runtime:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionOptions:
+    """How a new collection is laid out, as asked (flags); None means "choose by size"
+    (store/layout.py). Ignored for a collection that already exists."""
+
+    expected_points: int | None = None  # how many points it will hold, when known (a push knows)
+    shards: int | None = None
+    replicas: int | None = None
+    write_consistency: int | None = None  # replicas that must acknowledge a write
+    quantization: str | None = None  # "int8" or "none"
+    on_disk: bool | None = None  # original vectors (and payload) memory-mapped from disk
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CollectionInfo:
     name: str
     model: str  # the vector name, i.e. ModelSpec.vector_name of the model that built it
