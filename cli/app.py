@@ -105,6 +105,7 @@ CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id from `xlir models`, or a checkpoint folder \\[default: the collection's model, else the bundled one].", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
+RemoteCollectionOpt = Annotated[Optional[str], typer.Option("--remote-collection", help="The collection's name on the server \\[default: the same as --collection].", show_default=False)]
 
 
 class Quantization(str, Enum):

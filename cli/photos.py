@@ -1,5 +1,5 @@
-"""The photo commands: index, search, tag, remove, info, models. Each parses its options, calls
-one facade method and renders the record it returns."""
+"""The photo commands: index, search, tag, remove, info, check, models, push, pull. Each parses
+its options, calls one facade method and renders the record it returns."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from xlir_qdrant.config import Overrides
 from xlir_qdrant.index import list_models
 
 from .app import (
-    CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, OnDiskOpt, QuantizationOpt, ReplicasOpt, ShardsOpt, StoreOpt, UrlOpt,
-    WriteConsistencyOpt, errors, first_use, layout_options, open_index, ui,
+    CollectionOpt, DeviceOpt, JsonOpt, ModelOpt, OnDiskOpt, QuantizationOpt, RemoteCollectionOpt, ReplicasOpt, ShardsOpt,
+    StoreOpt, UrlOpt, WriteConsistencyOpt, errors, first_use, layout_options, open_index, ui,
 )
 from .render import (
-    CheckProgress, IndexProgress, check_notes, check_table, collections_table, hits_table, index_summary, info_lines,
-    models_table, print_json_lines, tags_table,
+    CheckProgress, IndexProgress, TransferProgress, check_notes, check_table, collections_table, hits_table,
+    index_summary, info_lines, models_table, print_json_lines, tags_table, transfer_summary,
 )
 
 
@@ -195,6 +195,52 @@ def models(json: JsonOpt = False) -> None:
     ui.out.print(models_table(rows))
 
 
+def push(
+    to: Annotated[str, typer.Option("--to", help="The Qdrant server or cluster to copy the index to, e.g. http://qdrant:6333 (API key from XLIR_QDRANT_API_KEY or the config file).", show_default=False)],
+    store: StoreOpt = None, collection: CollectionOpt = None, remote_collection: RemoteCollectionOpt = None,
+    shards: ShardsOpt = None, replicas: ReplicasOpt = None, write_consistency: WriteConsistencyOpt = None,
+    quantization: QuantizationOpt = None, on_disk: OnDiskOpt = None, json: JsonOpt = False,
+) -> None:
+    """Copy the index to a Qdrant server or cluster, bound to the same model.
+
+    The copy gets the same name, or --remote-collection's, and is laid out for the index's
+    size unless the layout options say otherwise. Interrupted, it resumes: run the same
+    command again and it sends only what is missing. Both sides are counted at the end.
+
+    Examples:  xlir push --to http://localhost:6333     xlir push --to http://q:6333 -c trips
+    """
+    layout = layout_options(shards=shards, replicas=replicas, write_consistency=write_consistency,
+                            quantization=quantization, on_disk=on_disk)
+    with errors(), open_index("xlir push", Overrides(store=store, collection=collection)) as idx:
+        with TransferProgress(ui.err, "pushing") as bar:
+            report = idx.push(to, remote_collection=remote_collection, options=layout, progress=bar.on_event)
+        if json:
+            print_json_lines(ui.out, [report.to_dict()])
+        else:
+            ui.out.print(transfer_summary(report, "pushed"), highlight=False, markup=False)
+
+
+def pull(
+    source: Annotated[str, typer.Option("--from", help="The Qdrant server or cluster to copy the index from (API key from XLIR_QDRANT_API_KEY or the config file).", show_default=False)],
+    store: StoreOpt = None, collection: CollectionOpt = None, remote_collection: RemoteCollectionOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Copy an index from a Qdrant server or cluster into the embedded store.
+
+    The model binding comes along: searching the copy uses the model that built it.
+    Interrupted, it resumes: run the same command again.
+
+    Examples:  xlir pull --from http://localhost:6333     xlir pull --from http://q:6333 -c trips
+    """
+    with errors(), open_index("xlir pull", Overrides(store=store, collection=collection)) as idx:
+        with TransferProgress(ui.err, "pulling") as bar:
+            report = idx.pull(source, remote_collection=remote_collection, progress=bar.on_event)
+        if json:
+            print_json_lines(ui.out, [report.to_dict()])
+        else:
+            ui.out.print(transfer_summary(report, "pulled"), highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (index, search, tag, remove, info, check, models):
+    for command in (index, search, tag, remove, info, check, models, push, pull):
         app.command()(command)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from xlir_qdrant.records import (
     RECALL_METRICS, CheckEvent, CheckReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow, TagResult,
+    TransferEvent, TransferReport,
 )
 
 
@@ -173,6 +174,36 @@ class CheckProgress(_Bar):
                                        soft_wrap=True)
         elif ev.kind == "stage":
             self.bar.update(self.task, description=ev.reason)
+
+
+class TransferProgress(_Bar):
+    """Renders TransferEvents: one bar over the source's points (sent, or found already there)."""
+
+    def __init__(self, console: Console, verb: str) -> None:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        self.bar = Progress(*columns, console=console, transient=False)
+        self.verb = verb
+        self.task = self.bar.add_task(verb, total=None)
+
+    def on_event(self, ev: TransferEvent) -> None:
+        if ev.kind == "total":
+            self.bar.update(self.task, total=ev.n)
+        elif ev.kind in ("copied", "present"):
+            self.bar.advance(self.task, ev.n)
+        elif ev.kind == "optimizing":
+            self.bar.update(self.task, description="building search index (HNSW)")
+        elif ev.kind == "verifying":
+            self.bar.update(self.task, description="counting the copy")
+
+
+def transfer_summary(report: TransferReport, verb: str) -> str:
+    line = (f"{verb} collection {report.collection} ({report.model}, {report.points} points) to "
+            f"{report.destination} in {report.seconds:.1f}s: {report.copied} copied, {report.present} already "
+            f"there; it holds {report.destination_points}")
+    if report.extra:
+        line += f" ({report.extra} that the source does not have: a copy never deletes)"
+    return line
 
 
 def check_table(report: CheckReport) -> Table:

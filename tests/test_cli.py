@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from xlir_cli import app, main
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "train", "eval")
+COMMANDS = ("index", "search", "tag", "remove", "info", "check", "models", "push", "pull", "train", "eval")
 runner = CliRunner()
 
 

@@ -41,3 +41,7 @@ class StoreDamaged(StoreUnavailable):
 
 class DiskFull(XlirError):
     """Too little free space to write safely; nothing stored is lost."""
+
+
+class TransferIncomplete(XlirError):
+    """A push or pull ended with fewer points in the destination than in the source."""

@@ -10,9 +10,10 @@ server talk only to this (and to recipe.py for training and evaluation).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,20 @@ from .encoders.base import CROP_MARGIN, Encoder, device_summary
 from .encoders.registry import DEFAULT_MODEL, get_spec, load_encoder, model_rows, spec_for_vector
 from .check import Progress as CheckProgress
 from .check import check_points
-from .errors import BadQuery, EmptyIndex, ModelMismatch, StoreDamaged
+from .errors import BadQuery, ConfigError, EmptyIndex, ModelMismatch, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
 from .records import (
     CheckEvent, CheckReport, CollectionOptions, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Runtime, TagResult,
+    TransferReport,
 )
 from .search import SearchResult, search, validate
 from .store import Collection, Store, open_store
 from .store.schema import file_path, point_id
 from .tagging import resolve_tag
 from .tagging.tagger import Tagger
+from .transfer import TransferProgress, bound_spec, transfer
 
 
 class Index:
@@ -273,6 +276,43 @@ class Index:
             vectors.append(self.encoder.embed_images([image])[0])
             sources.append((path, "file"))
         return np.stack(vectors), sources
+
+    # -- copies between Qdrants (transfer.py) --------------------------------------------------
+    def push(self, to: str | Store, *, remote_collection: str | None = None, options: CollectionOptions | None = None,
+             progress: TransferProgress | None = None) -> TransferReport:
+        """Copy this index to the Qdrant server or cluster at ``to`` (a URL, or an open Store),
+        into ``remote_collection`` (default: the same name), bound to the same model. Run it
+        again to resume."""
+        name = self.settings.collection
+        with self._other_store(to) as destination:
+            spec = bound_spec(self.store, name)
+            source = self.store.collection(name, spec)
+            return transfer(source, destination, name=remote_collection or name, spec=spec, options=options,
+                            progress=progress)
+
+    def pull(self, source: str | Store, *, remote_collection: str | None = None,
+             progress: TransferProgress | None = None) -> TransferReport:
+        """Copy ``remote_collection`` (default: this index's name) from the Qdrant at ``source``
+        (a URL, or an open Store) into this index's collection. Run it again to resume."""
+        name = self.settings.collection
+        with self._other_store(source) as remote:
+            spec = bound_spec(remote, remote_collection or name)
+            return transfer(remote.collection(remote_collection or name, spec), self.store, name=name, spec=spec,
+                            progress=progress)
+
+    @contextlib.contextmanager
+    def _other_store(self, where: str | Store) -> Iterator[Store]:
+        """The other side of a copy: a server opened (and closed) here, or the caller's store."""
+        if not isinstance(where, str):
+            yield where
+            return
+        if not where.strip():
+            raise ConfigError("no Qdrant URL given to copy to or from; pass one such as http://localhost:6333")
+        if where.rstrip("/") == (self.settings.qdrant_url or "").rstrip("/"):
+            raise ConfigError(f"{where} is the server this index is on already; copy between two different Qdrants")
+        s = self.settings
+        with open_store(s.store_path, qdrant_url=where, api_key=s.qdrant_api_key, timeout=s.timeout) as store:
+            yield store
 
     def count(self) -> int:
         """How many images the collection holds."""

@@ -123,6 +123,38 @@ class IngestEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferEvent:
+    """Progress of a push or pull: 'total' (n points in the source), 'copied' (n written),
+    'present' (n already in the destination, skipped), 'optimizing', 'optimized', 'verifying'."""
+
+    kind: str
+    n: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReport:
+    """What one `push` or `pull` did: the source's points, and where each one went."""
+
+    source: str
+    destination: str
+    collection: str
+    model: str  # the collection's vector name: the model both copies are bound to
+    points: int = 0  # in the source
+    copied: int = 0  # written to the destination by this run
+    present: int = 0  # already there with the same payload (a resumed copy skips them)
+    destination_points: int = 0  # counted at the end
+    seconds: float = 0.0
+
+    @property
+    def extra(self) -> int:
+        """Points the destination holds that the source does not (a copy never deletes)."""
+        return max(0, self.destination_points - self.points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "extra": self.extra}
+
+
+@dataclass(frozen=True, slots=True)
 class CheckReport:
     """What `xlir check` found in one collection, and what --repair did about it."""
 
