@@ -31,6 +31,8 @@ def index(
     hidden: Annotated[bool, typer.Option("--hidden", help="Also index hidden files and folders (names starting with '.').")] = False,
     max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", help="Skip images larger than this \\[default: 150].", show_default=False)] = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
+    ray: Annotated[Optional[str], typer.Option("--ray", rich_help_panel="Embedding on a Ray cluster", help="Embed on a Ray cluster at this address (auto: this machine's Ray), one model replica per actor; needs xlir\\[ray].", show_default=False)] = None,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, rich_help_panel="Embedding on a Ray cluster", help="Ray actors \\[default: one per GPU of the cluster, else one per CPU].", show_default=False)] = None,
     expected_points: Annotated[Optional[int], typer.Option("--expected-points", min=1, rich_help_panel="Layout of a new collection", help="Size a new collection for this many photos \\[default: a small library].", show_default=False)] = None,
     shards: ShardsOpt = None, replicas: ReplicasOpt = None, write_consistency: WriteConsistencyOpt = None,
     quantization: QuantizationOpt = None, on_disk: OnDiskOpt = None,
@@ -43,7 +45,7 @@ def index(
     cannot be read is skipped with one line saying why. Interrupting loses nothing stored.
 
     Examples:  xlir index ~/Pictures     xlir index ./trip --device cuda --batch-size 128
-    xlir index /archive --qdrant-url http://qdrant:6333 --expected-points 20000000
+    xlir index /archive --qdrant-url http://qdrant:6333 --ray auto --expected-points 20000000
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
@@ -52,11 +54,12 @@ def index(
     with errors():
         with open_index("xlir index", settings) as idx:
             run = idx.runtime()
-            ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
+            where = f"Ray actors ({ray})" if ray else f"{run.device} {run.precision}"
+            ui.err.print(f"model {run.model} on {where} -> {idx.location} "
                          f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
             with IndexProgress(ui.err) as bar:
                 report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing,
-                                   layout=layout)
+                                   layout=layout, ray=ray, ray_actors=ray_actors)
         if json:
             print_json_lines(ui.out, [report.to_dict()])
         else:

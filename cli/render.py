@@ -141,6 +141,9 @@ class IndexProgress(_Bar):
             bar.update(task, advance=ev.n, rate=f"{self._done / elapsed:.1f} img/s")
         elif ev.kind == "skipped":
             skipped_line(bar.console, ev.path, ev.reason)
+        elif ev.kind == "retried":
+            bar.console.print("[yellow]retried[/yellow]", escape(f"{ev.n} files: {ev.reason}; sent to another actor"),
+                              highlight=False, soft_wrap=True)
         elif ev.kind == "loading":
             bar.update(task, description=f"loading model ({ev.reason})" if ev.reason else "loading model")
         elif ev.kind == "loaded":

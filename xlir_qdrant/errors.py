@@ -45,3 +45,7 @@ class DiskFull(XlirError):
 
 class TransferIncomplete(XlirError):
     """A push or pull ended with fewer points in the destination than in the source."""
+
+
+class ClusterUnavailable(XlirError):
+    """A Ray cluster cannot be joined, or its actors cannot embed."""

@@ -126,9 +126,11 @@ class Index:
 
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
-              include_hidden: bool = False, prune: bool = True, layout: CollectionOptions | None = None) -> IngestReport:
+              include_hidden: bool = False, prune: bool = True, layout: CollectionOptions | None = None,
+              ray: str | None = None, ray_actors: int | None = None) -> IngestReport:
         """Embed new and changed images under ``paths``; ``layout`` shapes a collection made now
-        (shards, replicas, quantization...: store/layout.py chooses what it leaves out)."""
+        (shards, replicas, quantization...: store/layout.py chooses what it leaves out). With
+        ``ray`` (an address, or "auto"), the embedding runs on Ray actors, ``ray_actors`` of them."""
         roots = [Path(p).expanduser() for p in paths]
         missing = [str(r) for r in roots if not r.exists()]
         if roots and len(missing) == len(roots):
@@ -140,7 +142,12 @@ class Index:
                                 max_megapixels=s.max_megapixels, prune=prune)
         ledger = self.ledger()
         ledger.record_index(s.collection, [str(r) for r in roots if r.exists()], {})  # before: a crash keeps it
-        report = IngestRun(encoder, collection, options, progress, tags=self.tagger()).run(roots)
+        embedding = None
+        if ray:
+            from .ingest.distributed import OnRay
+
+            embedding = OnRay(self.model_spec(), address=ray, actors=ray_actors, device=s.device)
+        report = IngestRun(encoder, collection, options, progress, tags=self.tagger(), embedding=embedding).run(roots)
         ledger.record_index(s.collection, [], report.to_dict())
         return report
 

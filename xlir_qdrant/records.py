@@ -113,7 +113,8 @@ class IngestEvent:
 
     kind: 'found' (n files to embed), 'loading' (the model; ``reason`` says when it is being
     prepared, not just loaded), 'loaded', 'done' (n embedded or reused), 'skipped' (path,
-    reason), 'removed' (n), 'optimizing', 'optimized'.
+    reason), 'removed' (n), 'optimizing', 'optimized', 'retried' (n files sent again after the
+    Ray actor embedding them died; ``reason`` says why).
     """
 
     kind: str
