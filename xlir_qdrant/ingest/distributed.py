@@ -26,6 +26,7 @@ import itertools
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from .run import IngestOptions, Progress
 INFLIGHT = 2  # batches queued on each actor: one running, one waiting
 MAX_RESTARTS = 3  # times Ray brings a dead actor back
 TRIES = 3  # actors a batch may kill before its files are skipped
+LOOKUPS = 8  # content-hash lookups in flight at once (one request each, to a server)
 ACTOR_PREFIX = "xlir-embed-"  # actors are named, so `ray list actors` shows whose they are
 
 Lookup = Callable[[str], Point | None]
@@ -109,12 +111,17 @@ class RayEmbedding:
     def __init__(self, where: OnRay, options: IngestOptions, lookup: Lookup, emit: Progress) -> None:
         self.where, self.options, self._lookup, self._emit = where, options, lookup, emit
         self.name = ACTOR_PREFIX + uuid.uuid4().hex[:8]
+        self._lookups: ThreadPoolExecutor | None = None  # while run() runs
 
     def run(self, jobs: Iterable[FileInfo], path: Callable[[FileInfo], str]) -> Iterator[Outcome[FileInfo]]:
         ray = _ray()
         started = self._connect(ray)
         try:
-            yield from self._run(ray, iter(jobs), path)
+            # A batch's lookups go out together: one at a time, they would cap the driver at
+            # one round trip per file however many GPUs there are.
+            with ThreadPoolExecutor(LOOKUPS, thread_name_prefix="xlir-lookup") as self._lookups:
+                yield from self._run(ray, iter(jobs), path)
+            self._lookups = None
         finally:
             if started:
                 ray.shutdown()
@@ -222,12 +229,14 @@ class RayEmbedding:
                   recent: OrderedDict[str, Embedded[FileInfo]]) -> Iterator[Outcome[FileInfo]]:
         """One returned batch as the outcomes BatchEmbedder gives, with its content rules."""
         items: list[Embedded[FileInfo]] = []
-        for job, result in zip(jobs, results, strict=True):
+        assert self._lookups is not None
+        stored = list(self._lookups.map(lambda r: self._lookup(r[1]) if r[0] == "ok" else None, results))
+        for job, result, found in zip(jobs, results, stored, strict=True):
             if result[0] == "skip":
                 yield Skipped(job, result[1])
                 continue
             _, sha, width, height, taken_at, vector = result
-            if (found := self._lookup(sha)) is not None:
+            if found is not None:
                 yield Known(job, sha, found)
             elif sha in recent:
                 yield Copy(job, sha, recent[sha])
