@@ -125,6 +125,11 @@ def test_the_command_line_indexes_on_ray(local_ray, folder: Path, tmp_path: Path
     assert "on Ray actors (auto)" in result.stderr and "broken.jpg" in result.stderr
 
 
+def test_more_actors_than_the_cluster_can_hold_is_one_line(local_ray, folder: Path, tmp_path: Path) -> None:
+    with _index(tmp_path / "s") as idx, pytest.raises(ClusterUnavailable, match="--ray-actors 3 .* 2 CPUs"):
+        idx.index([folder], ray="auto", ray_actors=3)
+
+
 def test_without_ray_installed_the_run_says_how_to_get_it(folder: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails

@@ -144,7 +144,11 @@ class RayEmbedding:
     def _start_actors(self, ray: Any) -> list[Any]:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
-        count = self.where.actors or gpus or max(1, int(resources.get("CPU", 1)))
+        capacity = gpus or max(1, int(resources.get("CPU", 1)))
+        count = self.where.actors or capacity
+        if count > capacity:  # Ray would wait forever for the resources of the ones that do not fit
+            raise ClusterUnavailable(f"--ray-actors {count} is more than the cluster's {capacity} "
+                                     f"{'GPUs' if gpus else 'CPUs'}, one per actor; ask for at most {capacity}")
         opts = self.options
         actor = ray.remote(_EmbedActor)
         # On a GPU the workers only read and hash (nvjpeg decodes); on a CPU one decode thread
