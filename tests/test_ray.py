@@ -37,11 +37,12 @@ def local_ray():
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    """24 photos in two folders, one copy of another's bytes, and one file that is not an image."""
+    """24 photos in two folders, one copy of another's bytes (named to sort next to it, so that
+    both paths find it by content whatever the timing), and one file that is not an image."""
     root = tmp_path / "photos"
     for i in range(24):
         save(root / ("a" if i % 2 else "b") / f"{i:02d}.png", (i * 10, 255 - i * 10, (i * 37) % 256))
-    (root / "a" / "copy-of-03.png").write_bytes((root / "a" / "03.png").read_bytes())
+    (root / "a" / "03-copy.png").write_bytes((root / "a" / "03.png").read_bytes())
     (root / "b" / "broken.jpg").write_bytes(b"not a jpeg")
     return root
 
