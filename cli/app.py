@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -24,6 +25,7 @@ from xlir_qdrant import __version__
 from xlir_qdrant.config import Overrides, Settings, defaults, environment
 from xlir_qdrant.errors import BadValue, XlirError
 from xlir_qdrant.index import DEFAULT_MODEL, Index, tag_info
+from xlir_qdrant.records import CollectionOptions
 
 if TYPE_CHECKING:
     from xlir_qdrant.serve.client import RemoteIndex
@@ -230,6 +232,30 @@ CollectionOpt = Annotated[Optional[str], typer.Option("--collection", "-c", help
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model id from `xlir models`, or a checkpoint folder.", show_default=f"the collection's model, else {DEFAULT_MODEL}")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.", show_default=_D["device"])]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
+RemoteCollectionOpt = Annotated[Optional[str], typer.Option("--remote-collection", help="The collection's name on the server.", show_default="the same as --collection")]
+
+
+class Quantization(str, Enum):
+    int8 = "int8"
+    none = "none"
+
+
+# How a new collection is laid out (xlir_qdrant/store/layout.py chooses what is not given).
+_LAYOUT = "Layout of a new collection"
+ShardsOpt = Annotated[Optional[int], typer.Option("--shards", min=1, rich_help_panel=_LAYOUT, help="Shards on a server or cluster.", show_default="a multiple of its nodes, one per 10M points")]
+ReplicasOpt = Annotated[Optional[int], typer.Option("--replicas", min=1, rich_help_panel=_LAYOUT, help="Copies of each shard.", show_default="2 on a cluster of 2+ nodes, else 1")]
+WriteConsistencyOpt = Annotated[Optional[int], typer.Option("--write-consistency", min=1, rich_help_panel=_LAYOUT, help="Replicas that acknowledge each write.", show_default="a majority")]
+QuantizationOpt = Annotated[Optional[Quantization], typer.Option("--quantization", case_sensitive=False, rich_help_panel=_LAYOUT, help="int8: scalar-quantized vectors in RAM, rescored with the originals.", show_default="int8 from 1M points")]
+OnDiskOpt = Annotated[Optional[bool], typer.Option("--on-disk/--in-memory", rich_help_panel=_LAYOUT, help="Original vectors and payload memory-mapped from disk.", show_default="on disk when quantized")]
+
+
+def layout_options(*, expected_points: int | None = None, shards: int | None = None, replicas: int | None = None,
+                   write_consistency: int | None = None, quantization: Quantization | None = None,
+                   on_disk: bool | None = None) -> CollectionOptions:
+    """The layout flags as the library's record."""
+    return CollectionOptions(expected_points=expected_points, shards=shards, replicas=replicas,
+                             write_consistency=write_consistency,
+                             quantization=quantization.value if quantization else None, on_disk=on_disk)
 
 
 def open_index(purpose: str, overrides: Overrides) -> Index:

@@ -1,5 +1,5 @@
-"""The photo commands: index, search, tag, remove, info, models. Each parses its options, calls
-one facade method and renders the record it returns."""
+"""The photo commands: index, search, tag, remove, info, check, models, push, pull. Each parses
+its options, calls one facade method and renders the record it returns."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from xlir_qdrant.config import Overrides, defaults
 from xlir_qdrant.index import DUPLICATE_THRESHOLD, index_roots, list_models
 
 from .app import (
-    CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, open_shared,
-    ui,
+    CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, OnDiskOpt, QuantizationOpt, RemoteCollectionOpt, ReplicasOpt,
+    ShardsOpt, StoreOpt, UrlOpt, WriteConsistencyOpt, errors, first_use, layout_options, open_index, open_shared, ui,
 )
 from .render import (
-    CheckProgress, IndexProgress, check_notes, check_table, collections_table, duplicates_summary, duplicates_table,
-    hit_lines, hits_table, index_summary,
-    info_lines, models_table, print_json_lines, print_plain_lines, tags_table,
+    CheckProgress, IndexProgress, TransferProgress, check_notes, check_table, collections_table, duplicates_summary,
+    duplicates_table, hit_lines, hits_table, index_summary, info_lines, models_table, print_json_lines,
+    print_plain_lines, tags_table, transfer_summary,
 )
 from .viewer import NoViewer, open_files
 
@@ -38,6 +38,11 @@ def index(
     max_megapixels: Annotated[Optional[float], typer.Option("--max-megapixels", min=0, help="Skip images larger than this.", show_default=f"{_D['max_megapixels']:g}")] = None,
     keep_missing: Annotated[bool, typer.Option("--keep-missing", help="Keep entries of files that disappeared from these folders.")] = False,
     read_text: Annotated[bool, typer.Option("--read-text", help="Also read the text in each photo (signs, documents, screenshots) so that searching its words finds it: about 1 s a photo more on a CPU, so off unless asked. Photos indexed without it are read on the next run with it.")] = False,
+    ray: Annotated[Optional[str], typer.Option("--ray", rich_help_panel="Embedding on a Ray cluster", help="Embed on a Ray cluster at this address (auto: this machine's Ray), one model replica per actor; needs xlir\\[ray].", show_default=False)] = None,
+    ray_actors: Annotated[Optional[int], typer.Option("--ray-actors", min=1, rich_help_panel="Embedding on a Ray cluster", help="Ray actors.", show_default="one per GPU of the cluster, else one per CPU")] = None,
+    expected_points: Annotated[Optional[int], typer.Option("--expected-points", min=1, rich_help_panel="Layout of a new collection", help="Size a new collection for this many photos.", show_default="a small library")] = None,
+    shards: ShardsOpt = None, replicas: ReplicasOpt = None, write_consistency: WriteConsistencyOpt = None,
+    quantization: QuantizationOpt = None, on_disk: OnDiskOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Embed photos and store them in the index; re-running only handles what changed.
@@ -54,18 +59,22 @@ def index(
     xlir index ./trip ./scans --device cuda --batch-size 128
     xlir index ~/Documents/scans --read-text
     xlir index /media/camera --keep-missing
+    xlir index /archive --qdrant-url http://qdrant:6333 --ray auto --expected-points 20000000
     """
     settings = Overrides(store=store, qdrant_url=qdrant_url, collection=collection, model=model, device=device,
                          batch_size=batch_size, workers=workers, max_megapixels=max_megapixels)
+    layout = layout_options(expected_points=expected_points, shards=shards, replicas=replicas,
+                            write_consistency=write_consistency, quantization=quantization, on_disk=on_disk)
     with errors():
         index_roots(paths)  # all missing: refused before the banner, and before a store is made
         with open_shared("xlir index", settings) as idx:
             run = idx.runtime()
-            ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
+            where = f"Ray actors ({ray})" if ray else f"{run.device} {run.precision}"
+            ui.err.print(f"model {run.model} on {where} -> {idx.location} "
                          f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
             with IndexProgress(ui.err) as bar:
                 report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing,
-                                   read_text=read_text)
+                                   read_text=read_text, layout=layout, ray=ray, ray_actors=ray_actors)
         if json:
             print_json_lines(ui.out, [report.to_dict()])
         else:
@@ -280,6 +289,56 @@ def models(json: JsonOpt = False) -> None:
     ui.out.print(models_table(rows))
 
 
+def push(
+    to: Annotated[str, typer.Option("--to", help="The Qdrant server or cluster to copy the index to, e.g. http://qdrant:6333 (API key from XLIR_QDRANT_API_KEY or the config file).", show_default=False)],
+    store: StoreOpt = None, collection: CollectionOpt = None, remote_collection: RemoteCollectionOpt = None,
+    shards: ShardsOpt = None, replicas: ReplicasOpt = None, write_consistency: WriteConsistencyOpt = None,
+    quantization: QuantizationOpt = None, on_disk: OnDiskOpt = None, json: JsonOpt = False,
+) -> None:
+    """Copy the index to a Qdrant server or cluster, bound to the same model.
+
+    The copy gets the same name, or --remote-collection's, and is laid out for the index's
+    size unless the layout options say otherwise. Interrupted, it resumes: run the same
+    command again and it sends only what is missing. Both sides are counted at the end.
+
+    Examples:
+    xlir push --to http://localhost:6333
+    xlir push --to http://q:6333 -c trips
+    """
+    layout = layout_options(shards=shards, replicas=replicas, write_consistency=write_consistency,
+                            quantization=quantization, on_disk=on_disk)
+    with errors(), open_index("xlir push", Overrides(store=store, collection=collection)) as idx:
+        with TransferProgress(ui.err, "pushing") as bar:
+            report = idx.push(to, remote_collection=remote_collection, options=layout, progress=bar.on_event)
+        if json:
+            print_json_lines(ui.out, [report.to_dict()])
+        else:
+            ui.out.print(transfer_summary(report, "pushed"), highlight=False, markup=False)
+
+
+def pull(
+    source: Annotated[str, typer.Option("--from", help="The Qdrant server or cluster to copy the index from (API key from XLIR_QDRANT_API_KEY or the config file).", show_default=False)],
+    store: StoreOpt = None, collection: CollectionOpt = None, remote_collection: RemoteCollectionOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Copy an index from a Qdrant server or cluster into the embedded store.
+
+    The model binding comes along: searching the copy uses the model that built it.
+    Interrupted, it resumes: run the same command again.
+
+    Examples:
+    xlir pull --from http://localhost:6333
+    xlir pull --from http://q:6333 -c trips
+    """
+    with errors(), open_index("xlir pull", Overrides(store=store, collection=collection)) as idx:
+        with TransferProgress(ui.err, "pulling") as bar:
+            report = idx.pull(source, remote_collection=remote_collection, progress=bar.on_event)
+        if json:
+            print_json_lines(ui.out, [report.to_dict()])
+        else:
+            ui.out.print(transfer_summary(report, "pulled"), highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    for command in (index, search, tag, remove, info, check, duplicates, models):
+    for command in (index, search, tag, remove, info, check, duplicates, models, push, pull):
         app.command(cls=Command)(command)

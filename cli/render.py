@@ -19,7 +19,7 @@ from rich.table import Table
 
 from xlir_qdrant.records import (
     RECALL_METRICS, CheckEvent, CheckReport, DuplicatesReport, Hit, IndexStats, IngestEvent, IngestReport, ModelRow,
-    TagResult,
+    TagResult, TransferEvent, TransferReport,
 )
 
 
@@ -223,6 +223,9 @@ class IndexProgress(_Bar):
                               highlight=False, soft_wrap=True)
         elif ev.kind == "tagging":
             bar.update(task, description=f"updating the tags of {plural(ev.n, 'unchanged file')}")
+        elif ev.kind == "retried":
+            bar.console.print("[yellow]retried[/yellow]", escape(f"{ev.n} files: {ev.reason}; sent to another actor"),
+                              highlight=False, soft_wrap=True)
         elif ev.kind == "loading":
             bar.update(task, description=f"loading model ({ev.reason})" if ev.reason else "loading model")
         elif ev.kind == "loaded":
@@ -290,6 +293,36 @@ def duplicates_table(report: DuplicatesReport, width: int | None = None) -> Tabl
                           (m.date or "")[:10], "" if group.kind == "exact" else f"{m.similarity:.3f}",
                           style="bold" if i == 0 else None)
     return table
+
+
+class TransferProgress(_Bar):
+    """Renders TransferEvents: one bar over the source's points (sent, or found already there)."""
+
+    def __init__(self, console: Console, verb: str) -> None:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        self.bar = Progress(*columns, console=console, transient=False)
+        self.verb = verb
+        self.task = self.bar.add_task(verb, total=None)
+
+    def on_event(self, ev: TransferEvent) -> None:
+        if ev.kind == "total":
+            self.bar.update(self.task, total=ev.n)
+        elif ev.kind in ("copied", "present"):
+            self.bar.advance(self.task, ev.n)
+        elif ev.kind == "optimizing":
+            self.bar.update(self.task, description="building search index (HNSW)")
+        elif ev.kind == "verifying":
+            self.bar.update(self.task, description="counting the copy")
+
+
+def transfer_summary(report: TransferReport, verb: str) -> str:
+    line = (f"{verb} collection {report.collection} ({report.model}, {report.points} points) to "
+            f"{report.destination} in {report.seconds:.1f}s: {report.copied} copied, {report.present} already "
+            f"there; it holds {report.destination_points}")
+    if report.extra:
+        line += f" ({report.extra} that the source does not have: a copy never deletes)"
+    return line
 
 
 def check_table(report: CheckReport) -> Table:

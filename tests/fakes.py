@@ -7,6 +7,7 @@ Fast enough for wiring tests of ingest, search and the CLI, and still meaningful
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -62,8 +63,24 @@ class FakeEncoder(EncoderBase):
         return normalise(np.stack(out)) if out else self.empty()
 
 
+class SlowFake(FakeEncoder):
+    """The colour fake taking DELAY seconds a batch, so a Ray actor is still busy with one when
+    a test kills it."""
+
+    DELAY = 0.25
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        time.sleep(self.DELAY)
+        return super().embed_images(images)
+
+
 def load(spec: ModelSpec, device: str) -> FakeEncoder:
     return FakeEncoder(spec, device)
 
 
+def load_slow(spec: ModelSpec, device: str) -> FakeEncoder:
+    return SlowFake(spec, device)
+
+
 FAMILY = Family(load=load, status=lambda spec: (True, "test fake"))
+SLOW_FAMILY = Family(load=load_slow, status=lambda spec: (True, "test fake, slow"))

@@ -19,7 +19,8 @@ from xlir_cli import app, main
 from xlir_qdrant.store.schema import point_id
 
 GOLDEN = Path(__file__).parent / "golden"
-COMMANDS = ("index", "search", "tag", "remove", "info", "check", "duplicates", "models", "serve", "train", "eval")
+COMMANDS = ("index", "search", "tag", "remove", "info", "check", "duplicates", "models", "push", "pull", "serve",
+            "train", "eval")
 runner = CliRunner()
 
 

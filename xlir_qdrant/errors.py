@@ -54,3 +54,11 @@ class Cancelled(XlirError):
 
 class DiskFull(XlirError):
     """Too little free space to write safely; nothing stored is lost."""
+
+
+class TransferIncomplete(XlirError):
+    """A push or pull ended with fewer points in the destination than in the source."""
+
+
+class ClusterUnavailable(XlirError):
+    """A Ray cluster cannot be joined, or its actors cannot embed."""

@@ -15,11 +15,12 @@ index() or check() at a time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
@@ -35,13 +36,13 @@ from .check import Progress as CheckProgress
 from .check import check_points
 from .duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from .duplicates import find_duplicates
-from .errors import BadQuery, BadValue, EmptyIndex, ModelMismatch, NotFound, StoreDamaged
+from .errors import BadQuery, BadValue, ConfigError, EmptyIndex, ModelMismatch, NotFound, StoreDamaged
 from .images.decode import DecodeError, decode
 from .ingest import IngestOptions, IngestRun, Progress
 from .ledger import Ledger, ledger_path
 from .records import (
-    CheckEvent, CheckReport, DuplicatesReport, Filter, IndexStats, IngestReport, ModelRow, ModelSpec, Point, Runtime,
-    TagInfo, TagResult,
+    CheckEvent, CheckReport, CollectionOptions, DuplicatesReport, Filter, IndexStats, IngestReport, ModelRow,
+    ModelSpec, Point, Runtime, TagInfo, TagResult, TransferReport,
 )
 from .search import SORTS, SearchResult, search, sort_hits, to_hits, validate
 from .store import Collection, Store, open_store
@@ -49,6 +50,7 @@ from .store.base import Serialised
 from .store.schema import file_path, point_id
 from .tagging import resolve_tag
 from .tagging.tagger import Tagger
+from .transfer import TransferProgress, bound_spec, transfer
 
 
 class Index:
@@ -93,10 +95,11 @@ class Index:
         """The handle on this index's collection, which must exist (EmptyIndex otherwise)."""
         return self._open_collection(create=False)
 
-    def _open_collection(self, *, create: bool) -> Collection:
+    def _open_collection(self, *, create: bool, options: CollectionOptions | None = None) -> Collection:
         with self._lock:
             if self._collection is None:
-                handle = self.store.collection(self.settings.collection, self.model_spec(), create=create)
+                handle = self.store.collection(self.settings.collection, self.model_spec(), create=create,
+                                               options=options)
                 self._collection = handle if handle.thread_safe else Serialised(handle, self._lock)
             return self._collection
 
@@ -146,19 +149,31 @@ class Index:
     # -- operations ---------------------------------------------------------------------------
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
               include_hidden: bool = False, prune: bool = True, read_text: bool = False,
-              cancel: threading.Event | None = None) -> IngestReport:
+              cancel: threading.Event | None = None, layout: CollectionOptions | None = None,
+              ray: str | None = None, ray_actors: int | None = None) -> IngestReport:
         """Embed new and changed images under ``paths``; ``read_text`` also reads the text in
         them (OCR); setting ``cancel`` (from another thread) stops the run with Cancelled,
-        keeping what it stored."""
+        keeping what it stored. ``layout`` shapes a collection made now (shards, replicas,
+        quantization...: store/layout.py chooses what it leaves out). With ``ray`` (an address,
+        or "auto"), the embedding runs on Ray actors, ``ray_actors`` of them."""
         roots = index_roots(paths)
+        if ray and read_text:
+            raise BadValue("--read-text runs in this process only: index with --ray first, then run "
+                           "`xlir index --read-text` on the same folders to read their text here")
         encoder = self.encoder  # a model that cannot load must not leave an empty collection behind
-        collection = self._open_collection(create=True)
+        collection = self._open_collection(create=True, options=layout)
         s = self.settings
         options = IngestOptions(batch_size=s.batch_size, workers=s.workers, include_hidden=include_hidden,
                                 max_megapixels=s.max_megapixels, prune=prune, read_text=read_text)
         ledger = self.ledger()
         ledger.record_index(s.collection, [str(r) for r in roots if r.exists()], {})  # before: a crash keeps it
-        report = IngestRun(encoder, collection, options, progress, tags=self.tagger(), cancel=cancel).run(roots)
+        embedding = None
+        if ray:
+            from .ingest.distributed import OnRay
+
+            embedding = OnRay(self.model_spec(), address=ray, actors=ray_actors, device=s.device)
+        report = IngestRun(encoder, collection, options, progress, tags=self.tagger(), cancel=cancel,
+                           embedding=embedding).run(roots)
         ledger.record_index(s.collection, [], report.to_dict())
         return report
 
@@ -351,6 +366,43 @@ class Index:
             vectors.append(self.encoder.embed_images([image])[0])
             sources.append((path, "file"))
         return np.stack(vectors), sources
+
+    # -- copies between Qdrants (transfer.py) --------------------------------------------------
+    def push(self, to: str | Store, *, remote_collection: str | None = None, options: CollectionOptions | None = None,
+             progress: TransferProgress | None = None) -> TransferReport:
+        """Copy this index to the Qdrant server or cluster at ``to`` (a URL, or an open Store),
+        into ``remote_collection`` (default: the same name), bound to the same model. Run it
+        again to resume."""
+        name = self.settings.collection
+        with self._other_store(to) as destination:
+            spec = bound_spec(self.store, name)
+            source = self.store.collection(name, spec)
+            return transfer(source, destination, name=remote_collection or name, spec=spec, options=options,
+                            progress=progress)
+
+    def pull(self, source: str | Store, *, remote_collection: str | None = None,
+             progress: TransferProgress | None = None) -> TransferReport:
+        """Copy ``remote_collection`` (default: this index's name) from the Qdrant at ``source``
+        (a URL, or an open Store) into this index's collection. Run it again to resume."""
+        name = self.settings.collection
+        with self._other_store(source) as remote:
+            spec = bound_spec(remote, remote_collection or name)
+            return transfer(remote.collection(remote_collection or name, spec), self.store, name=name, spec=spec,
+                            progress=progress)
+
+    @contextlib.contextmanager
+    def _other_store(self, where: str | Store) -> Iterator[Store]:
+        """The other side of a copy: a server opened (and closed) here, or the caller's store."""
+        if not isinstance(where, str):
+            yield where
+            return
+        if not where.strip():
+            raise ConfigError("no Qdrant URL given to copy to or from; pass one such as http://localhost:6333")
+        if where.rstrip("/") == (self.settings.qdrant_url or "").rstrip("/"):
+            raise ConfigError(f"{where} is the server this index is on already; copy between two different Qdrants")
+        s = self.settings
+        with open_store(s.store_path, qdrant_url=where, api_key=s.qdrant_api_key, timeout=s.timeout) as store:
+            yield store
 
     def count(self) -> int:
         """How many images the collection holds."""

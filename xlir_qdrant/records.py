@@ -139,7 +139,8 @@ class IngestEvent:
     'loaded', 'done' (n embedded or reused, and stored), 'skipped' (one file: path, reason),
     'unread' (n files of one kind xlir does not read: path is the kind, e.g. SVG, and reason
     why), 'missing' (a root that does not exist), 'unreadable' (a folder), 'removing' and
-    'removed' (n points of vanished files), 'optimizing', 'optimized'. The files found are
+    'removed' (n points of vanished files), 'optimizing', 'optimized', 'retried' (n files sent
+    again after the Ray actor embedding them died; ``reason`` says why). The files found are
     accounted for by passed + done + skipped.
     """
 
@@ -150,6 +151,38 @@ class IngestEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEvent:
+    """Progress of a push or pull: 'total' (n points in the source), 'copied' (n written),
+    'present' (n already in the destination, skipped), 'optimizing', 'optimized', 'verifying'."""
+
+    kind: str
+    n: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReport:
+    """What one `push` or `pull` did: the source's points, and where each one went."""
+
+    source: str
+    destination: str
+    collection: str
+    model: str  # the collection's vector name: the model both copies are bound to
+    points: int = 0  # in the source
+    copied: int = 0  # written to the destination by this run
+    present: int = 0  # already there with the same payload (a resumed copy skips them)
+    destination_points: int = 0  # counted at the end
+    seconds: float = 0.0
+
+    @property
+    def extra(self) -> int:
+        """Points the destination holds that the source does not (a copy never deletes)."""
+        return max(0, self.destination_points - self.points)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "extra": self.extra}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +280,21 @@ class Runtime:
     model: str
     device: str
     precision: str
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionOptions:
+    """How a new collection is laid out, as asked (flags); None means "choose by size"
+    (store/layout.py). Ignored for a collection that already exists."""
+
+    expected_points: int | None = None  # how many points it will hold, when known (a push knows)
+    shards: int | None = None
+    replicas: int | None = None
+    write_consistency: int | None = None  # replicas that must acknowledge a write
+    quantization: str | None = None  # "int8" or "none"
+    on_disk: bool | None = None  # original vectors (and payload) memory-mapped from disk
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from ..config import DEFAULT_MAX_MEGAPIXELS
 from ..encoders.base import Encoder
 from ..errors import Cancelled
-from ..images.batches import Batch, BatchEmbedder, Copy, Known, Skipped
+from ..images.batches import Batch, BatchEmbedder, Copy, Known, Outcome, Skipped
 from ..images.decode import Decoded
 from ..images.files import FileInfo, Kind, WalkErrors, scan
 from ..images.ocr import TextReader
@@ -53,6 +53,13 @@ class Tagging(Protocol):
     def top_ids(self, vectors: NDArray[np.float32]) -> list[list[str]]: ...
 
 
+class Embedding(Protocol):
+    """Where new and changed files get their vectors: this process's decode workers and model
+    (BatchEmbedder), or a Ray cluster's actors (distributed.py). Outcomes as BatchEmbedder's."""
+
+    def run(self, jobs: Iterable[FileInfo], path: Callable[[FileInfo], str]) -> Iterator[Outcome[FileInfo]]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class IngestOptions:
     batch_size: int = 32
@@ -65,6 +72,10 @@ class IngestOptions:
     gpu_decode: bool | None = None
     flush_every: float = FLUSH_SECONDS  # seconds between durable flushes of the store (writer.py)
     read_text: bool = False  # read the text in each photo (OCR, images/ocr.py) into the payload
+
+
+# (options, a lookup of stored points by content hash, progress) -> a run's embedding step
+EmbeddingFactory = Callable[[IngestOptions, Callable[[str], Point | None], Progress], Embedding]
 
 
 @dataclass
@@ -84,8 +95,10 @@ class IngestRun:
 
     def __init__(self, encoder: Encoder, collection: Collection, options: IngestOptions | None = None,
                  progress: Progress | None = None, tags: Tagging | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, embedding: EmbeddingFactory | None = None) -> None:
         self.encoder = encoder
+        # Everything but the embedding step runs here whatever ``embedding`` says (distributed.py).
+        self._embedding = embedding
         self.collection = collection
         self.options = options or IngestOptions()
         self.tags = tags
@@ -213,13 +226,19 @@ class IngestRun:
 
     # -- new and changed files ------------------------------------------------------------------
 
-    def _embed(self, todo: list[FileInfo], known: dict[str, dict[str, Any]]) -> None:
+    def _embedder(self) -> Embedding:
         opts = self.options
-        embedder: BatchEmbedder[FileInfo, Point] = BatchEmbedder(
+        if self._embedding is not None:
+            return self._embedding(opts, self._stored_copy, self._emit)
+        return BatchEmbedder(
             self.encoder.image_side(), batch_size=opts.batch_size, workers=opts.workers or None,
             max_megapixels=opts.max_megapixels, gpu_decode=opts.gpu_decode, lookup=self._stored_copy,
             before_first_batch=self._load_model, read_text=TextReader().read if opts.read_text else None,
         )
+
+    def _embed(self, todo: list[FileInfo], known: dict[str, dict[str, Any]]) -> None:
+        opts = self.options
+        embedder = self._embedder()
         writer = Writer(self.collection, self._lock, lambda n: self._emit(IngestEvent("done", n=n)),
                         flush_every=opts.flush_every)
         try:

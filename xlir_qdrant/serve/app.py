@@ -71,6 +71,7 @@ class IndexRequest(BaseModel):
     paths: list[str] = Field(max_length=1000)
     hidden: bool = False
     prune: bool = True
+    read_text: bool = False  # also read the text in each photo (OCR)
 
 
 class TagRequest(BaseModel):
@@ -196,7 +197,8 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
 
     @app.post("/api/index", status_code=202)
     async def start_index(body: IndexRequest) -> dict[str, Any]:
-        job = await blocking(service.start_index, body.paths, hidden=body.hidden, prune=body.prune)
+        job = await blocking(service.start_index, body.paths, hidden=body.hidden, prune=body.prune,
+                               read_text=body.read_text)
         return job.to_dict()
 
     @app.get("/api/jobs")

@@ -20,10 +20,12 @@ import httpx
 
 from ..config import Settings
 from ..errors import (
-    BadQuery, Cancelled, EmptyIndex, NotFound, StoreLocked, StoreUnavailable, XlirError,
+    BadQuery, BadValue, Cancelled, EmptyIndex, NotFound, StoreLocked, StoreUnavailable, XlirError,
 )
 from ..index import SearchResult
-from ..records import CollectionInfo, Hit, IndexStats, IngestEvent, IngestReport, Runtime, Tag, TagResult
+from ..records import (
+    CollectionInfo, CollectionOptions, Hit, IndexStats, IngestEvent, IngestReport, Runtime, Tag, TagResult,
+)
 from .discovery import ServerFile, find
 
 When = str | date | datetime | None
@@ -126,11 +128,18 @@ class RemoteIndex:
             return [self._tag_bytes(p, options) if p in elsewhere else next(inside) for p in paths]
 
     def index(self, paths: Sequence[str | os.PathLike[str]], *, progress: Progress | None = None,
-              include_hidden: bool = False, prune: bool = True) -> IngestReport:
-        """Start an index job on the server and follow it; Ctrl-C stops the job too."""
+              include_hidden: bool = False, prune: bool = True, read_text: bool = False,
+              layout: CollectionOptions | None = None, ray: str | None = None,
+              ray_actors: int | None = None) -> IngestReport:
+        """Start an index job on the server and follow it; Ctrl-C stops the job too. The job
+        runs in the server's process: a new collection's layout and Ray are not offered there."""
+        if ray or ray_actors or (layout is not None and layout != CollectionOptions()):
+            raise BadValue("--ray and the layout flags are not available while `xlir serve` owns this store: "
+                           "stop the server, or index there without them")
         emit = progress or (lambda _e: None)
         job = self._call("POST", "/api/index", json={"paths": [_absolute(p) for p in paths],
-                                                     "hidden": include_hidden, "prune": prune})
+                                                     "hidden": include_hidden, "prune": prune,
+                                                     "read_text": read_text})
         try:
             final = self._follow(job["id"], emit)
         except KeyboardInterrupt:

@@ -163,7 +163,8 @@ class Service:
 
     # -- indexing -------------------------------------------------------------------------------
 
-    def start_index(self, paths: Sequence[str], *, hidden: bool = False, prune: bool = True) -> Job:
+    def start_index(self, paths: Sequence[str], *, hidden: bool = False, prune: bool = True,
+                    read_text: bool = False) -> Job:
         if not paths:
             raise BadQuery("no paths: name one or more folders to index")
         roots = []
@@ -173,7 +174,7 @@ class Service:
                 raise BadQuery(f"paths must be absolute (the server does not know your working directory): {path}")
             roots.append(os.path.normpath(expanded))
         return self.jobs.start(roots, lambda progress, cancel: self.index.index(
-            roots, progress=progress, include_hidden=hidden, prune=prune, cancel=cancel))
+            roots, progress=progress, include_hidden=hidden, prune=prune, read_text=read_text, cancel=cancel))
 
     def close(self) -> None:
         """Stop a running job and wait until it is done with the store."""

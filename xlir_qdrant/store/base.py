@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import BadQuery
-from ..records import CollectionInfo, Filter, ModelSpec, Point, ScoredPoint
+from ..records import CollectionInfo, CollectionOptions, Filter, ModelSpec, Point, ScoredPoint
 from .schema import TEXT_KEY, shown
 
 
@@ -82,8 +82,10 @@ class Store(Protocol):
         before deciding how to open it.
         """
 
-    def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> Collection:
-        """A handle on collection ``name`` for ``spec`` (made first when ``create``).
+    def collection(self, name: str, spec: ModelSpec, *, create: bool = False,
+                   options: CollectionOptions | None = None) -> Collection:
+        """A handle on collection ``name`` for ``spec`` (made first when ``create``, laid out for
+        ``options`` by layout.plan; an existing collection keeps its layout).
 
         Raises ModelMismatch when the collection holds another model's vectors or dimension,
         EmptyIndex when it does not exist and ``create`` is false.

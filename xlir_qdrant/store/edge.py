@@ -36,9 +36,10 @@ import qdrant_edge as qe
 from ..errors import (
     ConfigError, DiskFull, EmptyIndex, ModelMismatch, StoreDamaged, StoreLocked, StoreUnavailable, XlirError,
 )
-from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
+from ..records import CollectionInfo, CollectionOptions, ModelSpec, Point, ScoredPoint
 from . import health
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
+from .layout import RESCORE_OVERSAMPLING, Layout, plan
 from .lock import DirLock, locked_message
 from .schema import INDEXED_KEYWORDS, INDEXED_RANGES, TEXT_KEY
 
@@ -82,7 +83,8 @@ class EdgeStore(ClosesOnExit):
     def vectors(self, name: str) -> dict[str, int]:
         return _read_vectors(self._collection_dir(name))
 
-    def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> EdgeCollection:
+    def collection(self, name: str, spec: ModelSpec, *, create: bool = False,
+                   options: CollectionOptions | None = None) -> EdgeCollection:
         if self._closed:
             raise RuntimeError("EdgeStore is closed")
         path = self._collection_dir(name)
@@ -99,19 +101,22 @@ class EdgeStore(ClosesOnExit):
         trusted = not existing or health.known_good(path)
         if not trusted:
             self._check_health(name, path)
-        config = _edge_config(spec, self._optimize_after)
+        # One shard on one machine: of the layout, only quantization, disk and HNSW apply.
+        layout = None if existing else plan(options)
+        config = _edge_config(spec, self._optimize_after, layout, on_disk=_persisted(path).get("on_disk"))
         try:
             # Loading with our config re-checks compatibility and records the current
-            # optimizer policy; create() refuses a directory that already holds segments.
+            # optimizer policy (the layout it was made with stays as persisted);
+            # create() refuses a directory that already holds segments.
             shard = qe.EdgeShard.load(str(path), config) if existing else qe.EdgeShard.create(str(path), config)
             indexed = set(shard.info().payload_schema)
         except Exception as exc:  # Edge raises bare Exception; its text says which case
             raise self._translate(exc, name, spec) from exc
-        handle = EdgeCollection(shard, name, spec.vector_name, self, path)
+        handle = EdgeCollection(shard, name, spec.vector_name, self, path, quantized=_quantized(path))
         handle.trusted = trusted
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
-                handle.create_keyword_index(field)
+                handle.create_keyword_index(field, on_disk=layout.index_on_disk(field) if layout else False)
         if TEXT_KEY not in indexed:
             handle.create_text_index(TEXT_KEY)
         for field, kind in INDEXED_RANGES.items():
@@ -244,9 +249,13 @@ def _first_line(exc: BaseException) -> str:
 class EdgeCollection(CollectionBase):
     """One open Edge shard; one call at a time (the caller serialises threads)."""
 
-    def __init__(self, shard: qe.EdgeShard, name: str, vector: str, store: EdgeStore, path: Path) -> None:
+    def __init__(self, shard: qe.EdgeShard, name: str, vector: str, store: EdgeStore, path: Path, *,
+                 quantized: bool = False) -> None:
         super().__init__(name, vector, store.location)
         self._shard: qe.EdgeShard | None = shard
+        # int8 candidates are rescored with the float originals, which keeps the scores exact
+        self._params = qe.SearchParams(quantization=qe.QuantizationSearchParams(
+            rescore=True, oversampling=RESCORE_OVERSAMPLING)) if quantized else None
         self._optimize_after = store._optimize_after
         self._root = store.root
         self._path = path
@@ -264,8 +273,8 @@ class EdgeCollection(CollectionBase):
         if ids:
             self._write("delete points", lambda s: s.update(qe.UpdateOperation.delete_points(list(ids))))
 
-    def create_keyword_index(self, field: str) -> None:
-        keyword = qe.PayloadSchemaType.Keyword
+    def create_keyword_index(self, field: str, *, on_disk: bool = False) -> None:
+        keyword = qe.KeywordIndexParams(on_disk=True) if on_disk else qe.PayloadSchemaType.Keyword
         self._write("index the payload", lambda s: s.update(qe.UpdateOperation.create_field_index(field, keyword)))
 
     def create_text_index(self, field: str) -> None:
@@ -344,7 +353,7 @@ class EdgeCollection(CollectionBase):
 
     def _nearest(self, vector: list[float], limit: int, flt: Any, min_score: float | None) -> list[ScoredPoint]:
         request = qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector, using=self._vector), filter=flt,
-                                  score_threshold=min_score, with_payload=True)
+                                  score_threshold=min_score, with_payload=True, params=self._params)
         hits = [ScoredPoint(str(h.id), float(h.score), h.payload or {}) for h in self._call("search", lambda s: s.query(request))]
         if any(not math.isfinite(h.score) or abs(h.score) > 1.001 for h in hits):
             # cosine scores lie in [-1, 1]: these come from vectors the disk has garbled
@@ -394,15 +403,51 @@ class EdgeCollection(CollectionBase):
         return qe.IsEmptyCondition(key)
 
 
-def _edge_config(spec: ModelSpec, optimize_after: int) -> qe.EdgeConfig:
+def _edge_config(spec: ModelSpec, optimize_after: int, layout: Layout | None = None, *,
+                 on_disk: bool | None = None) -> qe.EdgeConfig:
+    """The shard's config; ``layout`` for a new shard (None keeps an existing one's as it was,
+    given where its vectors live: vector params passed on load replace the persisted ones)."""
     # Edge indexes a segment only once its vectors exceed indexing_threshold (KB). Half of
     # our point threshold in bytes, so an optimize() that needs_optimize() asked for always
     # indexes the new points, whatever the model's dimension.
     threshold_kb = max(1, optimize_after * spec.dim * 4 // 1024 // 2)
+    optimizers = qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb)
+    if layout is None:
+        return qe.EdgeConfig(
+            vectors={spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine,
+                                                           on_disk=on_disk)},
+            optimizers=optimizers,
+        )
+    quantization = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True) \
+        if layout.quantized else None
     return qe.EdgeConfig(
-        vectors={spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine)},
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=threshold_kb),
+        vectors={spec.vector_name: qe.EdgeVectorParams(size=spec.dim, distance=qe.Distance.Cosine,
+                                                       on_disk=layout.on_disk or None)},
+        hnsw_config=qe.HnswIndexConfig(m=layout.hnsw_m, ef_construct=layout.hnsw_ef_construct,
+                                       full_scan_threshold=10_000),
+        quantization_config=quantization,
+        on_disk_payload=layout.on_disk or None,
+        optimizers=optimizers,
     )
+
+
+def _persisted(path: Path) -> dict[str, Any]:
+    """The shard's one vector's persisted params ({} when there is no shard)."""
+    try:
+        data = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    vectors = list((data.get("vectors") or {}).values())
+    return vectors[0] if len(vectors) == 1 else {}
+
+
+def _quantized(path: Path) -> bool:
+    """Whether the shard at ``path`` keeps int8 copies of its vectors (its persisted config)."""
+    try:
+        data = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("quantization_config") or _persisted(path).get("quantization_config"))
 
 
 def _read_vectors(path: Path) -> dict[str, int]:

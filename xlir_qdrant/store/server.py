@@ -26,8 +26,9 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from ..errors import EmptyIndex, ModelMismatch, StoreLocked, StoreUnavailable
-from ..records import CollectionInfo, ModelSpec, Point, ScoredPoint
+from ..records import CollectionInfo, CollectionOptions, ModelSpec, Point, ScoredPoint
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
+from .layout import RESCORE_OVERSAMPLING, Layout, plan
 from .lock import locked_message
 from .schema import INDEXED_KEYWORDS, INDEXED_RANGES, TEXT_KEY
 
@@ -83,7 +84,8 @@ class ServerStore(ClosesOnExit):
     def vectors(self, name: str) -> dict[str, int]:
         return self._vectors(name) if self._exists(name) else {}
 
-    def collection(self, name: str, spec: ModelSpec, *, create: bool = False) -> ServerCollection:
+    def collection(self, name: str, spec: ModelSpec, *, create: bool = False,
+                   options: CollectionOptions | None = None) -> ServerCollection:
         self._check_open()
         if self._exists(name):
             vectors = self._vectors(name)
@@ -92,23 +94,42 @@ class ServerStore(ClosesOnExit):
         elif not create:
             raise EmptyIndex(missing_message(name, self.location))
         else:
-            vectors = {spec.vector_name: qm.VectorParams(size=spec.dim, distance=qm.Distance.COSINE)}
-            retrying(self.location, "create the collection",
-                     lambda: self.client.create_collection(name, vectors_config=vectors))
-            with warnings.catch_warnings():
-                # local mode warns that payload indexes do nothing there; a server uses them
-                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-                schemas = {**dict.fromkeys(INDEXED_KEYWORDS, qm.PayloadSchemaType.KEYWORD),
-                           **{f: qm.PayloadSchemaType.DATETIME if kind == "datetime" else qm.PayloadSchemaType.INTEGER
-                              for f, kind in INDEXED_RANGES.items()}}
-                for field, schema in schemas.items():
-                    retrying(self.location, "index the payload", lambda f=field, t=schema: self.client.create_payload_index(
-                        name, f, t))
-                text = qm.TextIndexParams(type=qm.TextIndexType.TEXT, tokenizer=qm.TokenizerType.MULTILINGUAL,
-                                          lowercase=True)
-                retrying(self.location, "index the payload", lambda: self.client.create_payload_index(
-                    name, TEXT_KEY, text))
+            self._create(name, spec, plan(options, nodes=self.nodes()))
         return ServerCollection(self, name, spec.vector_name)
+
+    def nodes(self) -> int:
+        """The peers of the cluster behind this server (1 for a single node or local mode)."""
+        if not self.remote:
+            return 1
+        status = retrying(self.location, "read the cluster status", self.client.cluster_status)
+        return max(1, len(getattr(status, "peers", None) or {}))
+
+    def _create(self, name: str, spec: ModelSpec, layout: Layout) -> None:
+        quantization = qm.ScalarQuantization(scalar=qm.ScalarQuantizationConfig(
+            type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)) if layout.quantized else None
+        vectors = {spec.vector_name: qm.VectorParams(
+            size=spec.dim, distance=qm.Distance.COSINE, on_disk=layout.on_disk or None,
+            hnsw_config=qm.HnswConfigDiff(m=layout.hnsw_m, ef_construct=layout.hnsw_ef_construct),
+            quantization_config=quantization)}
+        retrying(self.location, "create the collection", lambda: self.client.create_collection(
+            name, vectors_config=vectors, shard_number=layout.shards, replication_factor=layout.replicas,
+            write_consistency_factor=layout.write_consistency, on_disk_payload=layout.on_disk or None))
+        with warnings.catch_warnings():
+            # local mode warns that payload indexes do nothing there; a server uses them
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for field in INDEXED_KEYWORDS:
+                schema: Any = qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, on_disk=True) \
+                    if layout.index_on_disk(field) else qm.PayloadSchemaType.KEYWORD
+                retrying(self.location, "index the payload", lambda f=field, k=schema: self.client.create_payload_index(
+                    name, f, k, wait=True))
+            for field, kind in INDEXED_RANGES.items():
+                ranged = qm.PayloadSchemaType.DATETIME if kind == "datetime" else qm.PayloadSchemaType.INTEGER
+                retrying(self.location, "index the payload", lambda f=field, k=ranged: self.client.create_payload_index(
+                    name, f, k, wait=True))
+            text = qm.TextIndexParams(type=qm.TextIndexType.TEXT, tokenizer=qm.TokenizerType.MULTILINGUAL,
+                                      lowercase=True)
+            retrying(self.location, "index the payload", lambda: self.client.create_payload_index(
+                name, TEXT_KEY, text, wait=True))
 
     def collections(self) -> list[CollectionInfo]:
         infos = []
@@ -159,6 +180,8 @@ class ServerCollection(CollectionBase):
         self._store = store
         self.thread_safe = store.remote
         self.write_streams = UPLOAD_STREAMS if store.remote else 1
+        # local mode searches exactly and warns about search params it cannot use
+        self._search_params = _RESCORED if store.remote else None
 
     @property
     def _client(self) -> QdrantClient:
@@ -194,7 +217,7 @@ class ServerCollection(CollectionBase):
     def _nearest(self, vector: list[float], limit: int, flt: Any, min_score: float | None) -> list[ScoredPoint]:
         response = self._retry("search", lambda: self._client.query_points(
             self.name, query=vector, using=self._vector, query_filter=flt, limit=limit, score_threshold=min_score,
-            with_payload=True))
+            with_payload=True, search_params=self._search_params))
         return [ScoredPoint(str(p.id), float(p.score), p.payload or {}) for p in response.points]
 
     def _fetch(self, ids: list[str], with_vectors: bool) -> list[Point]:
@@ -237,6 +260,11 @@ class ServerCollection(CollectionBase):
 
     def _is_empty(self, key: str) -> Any:
         return qm.IsEmptyCondition(is_empty=qm.PayloadField(key=key))
+
+
+# On a quantized collection the int8 candidates are rescored with the originals (a collection
+# without quantization ignores this).
+_RESCORED = qm.SearchParams(quantization=qm.QuantizationSearchParams(rescore=True, oversampling=RESCORE_OVERSAMPLING))
 
 
 def retrying(url: str, what: str, call: Callable[[], T], *, tries: int = RETRIES, pause: float = BACKOFF_S) -> T:
