@@ -173,7 +173,8 @@ def _options(command: str) -> list[typer.core.TyperOption]:
 # Options whose absence simply means "not used" (no filter, no server, no second query): they
 # have no default to show.
 NOTHING_BY_DEFAULT = {"--qdrant-url", "--in", "--image", "--not", "--tag", "--vocab", "--after", "--before",
-                      "--xtd10", "--tsv", "--coco-json", "--images", "--pairs", "--lang@eval", "--out"}
+                      "--xtd10", "--tsv", "--coco-json", "--images", "--pairs", "--lang@eval", "--out",
+                      "--ray", "--to", "--from"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
