@@ -258,10 +258,10 @@ def layout_options(*, expected_points: int | None = None, shards: int | None = N
                              quantization=quantization.value if quantization else None, on_disk=on_disk)
 
 
-def open_index(purpose: str, overrides: Overrides) -> Index:
+def open_index(purpose: str, overrides: Overrides, *, create_store: bool = False) -> Index:
     """The facade with the command's settings; ``purpose`` goes into the store's lock file, so
     a second process can say who holds it."""
-    return Index.open(overrides, purpose=purpose)
+    return Index.open(overrides, purpose=purpose, create_store=create_store)
 
 
 def open_shared(purpose: str, overrides: Overrides, *, any_collection: bool = False) -> Index | RemoteIndex:

@@ -35,7 +35,7 @@ def serve(
     token, generated = resolve_token(host, os.environ.get(TOKEN_ENV))
     stopped = False
     with errors():
-        with open_index("xlir serve", settings) as idx:
+        with open_index("xlir serve", settings, create_store=True) as idx:
             from xlir_qdrant.serve.server import WebServer  # the web stack loads for this command only
 
             server = WebServer(idx, host=host, port=port, token=token)

@@ -81,8 +81,8 @@ def test_search_in_spanish_see_the_cat_click_for_similar_and_german_tags(browser
     box = wait.until(lambda d: d.find_element(By.ID, "q"))
     assert "5 photos" in wait.until(lambda d: d.find_element(By.ID, "footer").text or None)
     box.send_keys("gato", Keys.ENTER)
-    wait.until(lambda d: len(hits()) == len(PHOTOS))
-    assert names()[0] == "chelsea.png"
+    wait.until(lambda d: len(hits()) >= 1)  # the default model's scores are calibrated: weak matches are dropped
+    assert names()[0] == "chelsea.png" and len(names()) < len(PHOTOS)
     first = hits()[0].find_element(By.TAG_NAME, "img")
     wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", first))
     assert "/api/thumb/" in first.get_attribute("src")

@@ -422,10 +422,10 @@ def test_writing_with_too_little_free_space_is_one_line_and_loses_nothing(tmp_pa
 
 @pytest.fixture
 def small_disk(tmp_path: Path):  # noqa: ANN201
-    """A real 160 MB filesystem (tmpfs), mounted for the test; skipped where mounting is not allowed."""
+    """A real 256 MB filesystem (tmpfs), mounted for the test; skipped where mounting is not allowed."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip("mounting a small filesystem is not allowed here")
     yield mount

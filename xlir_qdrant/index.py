@@ -55,8 +55,11 @@ from .transfer import TransferProgress, bound_spec, transfer
 
 class Index:
     def __init__(self, settings: Settings | None = None, *, store: Store | None = None,
-                 encoder: Encoder | None = None, purpose: str = "xlir") -> None:
+                 encoder: Encoder | None = None, purpose: str = "xlir", create_store: bool = False) -> None:
+        """``create_store``: make (and lock) the store directory on first use, as a process that
+        owns the store does (`xlir serve`); otherwise only making a collection makes it."""
         self.settings = settings or Settings.load()
+        self._create_store = create_store
         self._store = store
         self._encoder = encoder
         self._spec: ModelSpec | None = None
@@ -67,10 +70,11 @@ class Index:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, overrides: Overrides | None = None, *, purpose: str = "xlir", **flags: Any) -> Index:
+    def open(cls, overrides: Overrides | None = None, *, purpose: str = "xlir", create_store: bool = False,
+             **flags: Any) -> Index:
         """Settings from defaults, config file, XLIR_* env and the overrides (an Overrides, or
         the same fields as keywords: ``Index.open(store="~/idx", model="default")``)."""
-        return cls(Settings.load(overrides or Overrides.of(**flags)), purpose=purpose)
+        return cls(Settings.load(overrides or Overrides.of(**flags)), purpose=purpose, create_store=create_store)
 
     def __enter__(self) -> Index:
         return self
@@ -85,9 +89,10 @@ class Index:
         with self._lock:
             if self._store is None:
                 s = self.settings
-                # Not created here: only making a collection (xlir index) makes the store directory.
+                # Unless this process owns the store, only making a collection (xlir index) makes
+                # the store directory: commands that only read leave nothing behind.
                 self._store = open_store(s.store_path, qdrant_url=s.qdrant_url, api_key=s.qdrant_api_key,
-                                         timeout=s.timeout, purpose=self._purpose, create=False)
+                                         timeout=s.timeout, purpose=self._purpose, create=self._create_store)
             return self._store
 
     @property
@@ -437,7 +442,8 @@ class Index:
         with self._lock:  # it reads the open shards too
             collections = tuple(replace(c, last_indexed=(ledger.last_index(c.name) or {}).get("at"))
                                 for c in store.collections())
-        disk = None if self.settings.qdrant_url else disk_usage(self.settings.store_path)
+        # the collections' own files: not the lock, the ledger or a running server's address file
+        disk = None if self.settings.qdrant_url else disk_usage(self.settings.store_path / "collections")
         return IndexStats(store=store.kind, location=self.location, device=device_summary(),
                           collections=collections, disk_bytes=disk)
 

@@ -48,6 +48,7 @@ def local_url(host: str, port: int) -> str:
 
 def write(record: ServerFile) -> Path:
     path = path_for(Path(record.store))
+    path.parent.mkdir(parents=True, exist_ok=True)  # a server may start on a store not made yet
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the token is in it
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -139,8 +139,10 @@ async function searchText(query, { push = true } = {}) {
   try {
     const result = await api(`/api/search?${params}`);
     if (result.lang && result.lang !== "en") document.documentElement.dataset.queryLang = result.lang;
-    notice(result.hits.length ? "" : `No photos match “${escapeHtml(query)}”${filtersNote()}. `
-                                     + "Try other words, another language, or fewer filters.");
+    const none = result.calibrated
+      ? `No photo is a good match for “${escapeHtml(query)}”${filtersNote()} (none scores ${result.min_score} or more). `
+      : `No photos match “${escapeHtml(query)}”${filtersNote()}. `;
+    notice(result.hits.length ? "" : none + "Try other words, another language, or fewer filters.");
     render(result.hits, result.hits.length ? `${result.hits.length} photos for “${query || $("tag").value}”` : "");
   } catch (err) {
     render([], "");
