@@ -14,7 +14,7 @@ Exact copies are scored apart (they are found by their content hash). The source
 hard negatives: motorcycle_left/right (a stereo pair), textures (brick, grass, gravel),
 several photos of cats, dogs and cups.
 
-    python bench/duplicates.py [--model conse-lite0-muse] [--thresholds 0.9 0.95 ...]
+    python bench/duplicates.py [--model MODEL] [--thresholds 0.9 0.95 ...]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xlir_qdrant import Index  # noqa: E402
 from xlir_qdrant.duplicates import find_duplicates  # noqa: E402
 from xlir_qdrant.images.signature import BITS  # noqa: E402
+from xlir_qdrant.encoders.registry import DEFAULT_MODEL  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PHOTOS = HERE / "photos" / "cache"
@@ -122,7 +123,7 @@ def score(groups: list[list[str]], truth: dict[str, str], pool: set[str]) -> tup
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="conse-lite0-muse")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--thresholds", type=float, nargs="+",
                     default=[0.85, 0.90, 0.93, 0.95, 0.97, 0.98, 0.99])
     ap.add_argument("--keep", type=Path, help="build the set and the store here, and keep them")
