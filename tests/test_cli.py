@@ -193,7 +193,7 @@ def test_every_option_that_takes_a_value_shows_its_default(command: str) -> None
     ("index", ["[default: XLIR_HOME/store]", "[default: photos]", "[default: 32]", "[default: one per core, up to 8]",
                "[default: 150]", "[default: auto]"]),
     ("search", ["[default: 10]", "[default: XLIR_HOME/store]"]),
-    ("tag", ["[default: 5]", "[default: 0.6 for sight-lite0-ssd-muse, 0.54 for conse-lite0-muse and conse-lite2-muse, else 0.15]", "[default: en]"]),
+    ("tag", ["[default: 5]", "[default: 0.58 for sight-lite0-ssd-muse, 0.54 for conse-lite0-muse and conse-lite2-muse, else 0.15]", "[default: en]"]),
 ])
 def test_the_defaults_named_in_help_are_the_code_s(command: str, expected: list[str]) -> None:
     from xlir_qdrant.config import Settings
@@ -204,7 +204,7 @@ def test_the_defaults_named_in_help_are_the_code_s(command: str, expected: list[
     for text in expected:
         assert " ".join(text.split()) in flat, text
     assert (Settings.batch_size, Settings.max_megapixels, Settings.collection) == (32, 150, "photos")
-    assert TagDefaults().min_score == 0.15 and {d.min_score for d in CALIBRATED.values()} == {0.6, 0.54}
+    assert TagDefaults().min_score == 0.15 and {d.min_score for d in CALIBRATED.values()} == {0.58, 0.54}
 
 
 @pytest.mark.parametrize("command", ("", *COMMANDS))

@@ -57,9 +57,10 @@ class TagDefaults:
 
 
 # Calibrated per model id with bench/tagging.py (the F1-best threshold over the top 5 tags of
-# 80 hand-labelled photos); models not listed use TagDefaults().
+# hand-labelled photos: 161 for sight-lite0-ssd-muse, the first 80 for the conse models);
+# models not listed use TagDefaults().
 CALIBRATED: dict[str, TagDefaults] = {
-    "sight-lite0-ssd-muse": TagDefaults(top_k=5, min_score=0.6),
+    "sight-lite0-ssd-muse": TagDefaults(top_k=5, min_score=0.58),
     "conse-lite0-muse": TagDefaults(top_k=5, min_score=0.54),
     "conse-lite2-muse": TagDefaults(top_k=5, min_score=0.54),
 }
