@@ -106,3 +106,21 @@ def test_cli_tag_json_and_search_tag(tmp_path: Path, colour_photos: Path, monkey
     assert res.exit_code == 0 and found[0] == "red.jpg" and not {"green.png", "blue.jpg"} & set(found)
     res = runner.invoke(main.app, ["tag", str(colour_photos / "red.jpg"), "--lang", "xx", "--store", store])
     assert res.exit_code == 2 and "--vocab" in res.stderr  # a value --lang does not take: a usage error
+
+
+def test_a_new_tag_format_makes_new_matrices_and_marks_stored_tags_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakes import FAKE, FakeEncoder
+    from xlir_qdrant.tagging import tagger
+    from xlir_qdrant.vocab import load_vocabulary
+
+    monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
+    encoder, vocabulary = FakeEncoder(FAKE), load_vocabulary()[:20]
+    before = tagger.Tagger(encoder, vocabulary)
+    before.english  # noqa: B018 - computes and caches the matrix
+    monkeypatch.setattr(tagger, "TAG_FORMAT", "next")
+    after = tagger.Tagger(encoder, vocabulary)
+    after.english  # noqa: B018
+    assert before.key != after.key  # tags stored under the old format are computed again
+    assert len(list(tmp_path.glob("tags-*.npz"))) == 2  # the old matrix is not reused

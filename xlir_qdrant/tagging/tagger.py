@@ -70,11 +70,18 @@ def defaults_for(model_id: str) -> TagDefaults:
     return CALIBRATED.get(model_id, TagDefaults())
 
 
+# How tag texts become a matrix (prompts, Encoder.embed_labels): part of the cache key of the
+# matrices and of the stored tags' key, so a change here never reuses what the old way made.
+# Raise it with any change to that path.
+TAG_FORMAT = "2"  # 2: names embedded as they are (embed_labels), not query-expanded
+
+
 def tag_matrix(encoder: Encoder, concepts: Sequence[Concept], lang: str) -> NDArray[np.float32]:
     """(len(concepts), dim) tag embeddings in ``lang``, prompt-averaged and cached on disk."""
     templates = TEMPLATES.get(lang, DEFAULT_TEMPLATES)
     names = [c.name(lang) for c in concepts]
-    digest = hashlib.sha256("\x1f".join([encoder.spec.id, lang, *templates, *names]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\x1f".join([TAG_FORMAT, encoder.spec.id, lang, *templates, *names]).encode()
+                            ).hexdigest()[:16]
 
     def compute() -> NDArray[np.float32]:
         sentences = [t.format(n) for n in names for t in templates]
@@ -153,7 +160,8 @@ class Tagger:
     def _key(self) -> str:
         """Identifies what top_ids() computes: stored tags made under another key are stale."""
         d = self.defaults
-        blob = "\x1f".join([self.encoder.spec.id, str(d.top_k), str(d.min_score), *TEMPLATES["en"], "ancestors",
+        blob = "\x1f".join([TAG_FORMAT, self.encoder.spec.id, str(d.top_k), str(d.min_score), *TEMPLATES["en"],
+                             "ancestors",
                              *(f"{c.id}={c.name('en')}" for c in self.vocabulary)])
         return "tags-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
