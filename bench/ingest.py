@@ -101,15 +101,23 @@ def _make_one(job: tuple[int, str, str, int]) -> str:
     return str(path)
 
 
-def make_folder(folder: Path, n: int) -> list[str]:
-    n_png = max(1, n // 40)
-    existing = sorted(p for p in folder.glob("IMG_*") if p.suffix in (".jpg", ".png"))
-    if len(existing) == n:
-        print(f"reusing {n} files in {folder}")
+def _reuse(folder: Path, pattern: str, suffixes: tuple[str, ...], want: int) -> list[str] | None:
+    """The files a previous run made in ``folder``, if there are ``want`` of them; else an empty
+    folder to make them in (None)."""
+    existing = sorted(p for p in folder.glob(pattern) if p.suffix in suffixes)
+    if len(existing) == want:
+        print(f"reusing {want} files in {folder}")
         return [str(p) for p in existing]
     folder.mkdir(parents=True, exist_ok=True)
     for p in existing:
         p.unlink()
+    return None
+
+
+def make_folder(folder: Path, n: int) -> list[str]:
+    n_png = max(1, n // 40)
+    if (kept := _reuse(folder, "IMG_*", (".jpg", ".png"), n)) is not None:
+        return kept
     sources = sorted(PHOTOS.glob("*.jpg"))
     if not sources:
         raise SystemExit(f"no photos in {PHOTOS}: run bench/photos/fetch.py first")
@@ -158,13 +166,8 @@ def _make_mix_one(job: tuple[int, str, str, str, tuple[int, int]]) -> str:
 
 def make_mix(folder: Path) -> list[str]:
     want = sum(n for _, n, _ in MIX)
-    existing = sorted(p for p in folder.glob("MIX_*") if p.suffix in (".png", ".webp"))
-    if len(existing) == want:
-        print(f"reusing {want} files in {folder}")
-        return [str(p) for p in existing]
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in existing:
-        p.unlink()
+    if (kept := _reuse(folder, "MIX_*", (".png", ".webp"), want)) is not None:
+        return kept
     sources = _mix_sources()
     jobs, i = [], 0
     for kind, n, size in MIX:

@@ -303,7 +303,30 @@ def map_state_dict(source: dict, target: dict) -> dict:
     return mapped
 
 
-class ConseEncoder(EncoderBase):
+class OnImageNetTower:
+    """For an encoder built on one ImageNet tower (``params.variant``): the tower, made on first
+    use, and the features `xlir train` reads from it."""
+
+    params: Any
+    device: str
+    spec: ModelSpec
+    _tower: ImageNetTower | None = None
+
+    @property
+    def tower(self) -> ImageNetTower:
+        if self._tower is None:
+            self._tower = ImageNetTower(self.params.variant, self.device)
+        return self._tower
+
+    def feature_side(self) -> PenultimateSide:
+        """The tower's pooled penultimate features, on torch: the ONNX exports end at the class
+        logits, so training neither needs nor prepares them."""
+        tower = self._tower if self._tower is not None and self._tower.runtime == "torch" else \
+            ImageNetTower(self.params.variant, self.device, runtime="torch")
+        return PenultimateSide(self.spec.id, tower)
+
+
+class ConseEncoder(OnImageNetTower, EncoderBase):
     """The Encoder for the bundled model; see the module docstring."""
 
     takes_pixels = True
@@ -316,11 +339,6 @@ class ConseEncoder(EncoderBase):
         self._tower: ImageNetTower | None = None
         self._labels: NDArray[np.float32] | None = None
 
-    @property
-    def tower(self) -> ImageNetTower:
-        if self._tower is None:
-            self._tower = ImageNetTower(self.params.variant, self.device)
-        return self._tower
 
     @property
     def labels(self) -> NDArray[np.float32]:
@@ -375,12 +393,6 @@ class ConseEncoder(EncoderBase):
         # mUSE is language-agnostic: ``lang`` is accepted for the protocol and ignored.
         return muse_embed(list(texts))
 
-    def feature_side(self) -> PenultimateSide:
-        """The tower's pooled penultimate features, on torch: the ONNX exports end at the class
-        logits, so training neither needs nor prepares them."""
-        tower = self._tower if self._tower is not None and self._tower.runtime == "torch" else \
-            ImageNetTower(self.params.variant, self.device, runtime="torch")
-        return PenultimateSide(self.spec.id, tower)
 
 
 class PenultimateSide:

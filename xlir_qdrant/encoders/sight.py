@@ -35,7 +35,7 @@ from PIL import Image
 
 from ..records import ModelSpec
 from .base import EncoderBase, PixelSpec, Relevance, normalise
-from .bundled import (ImageNetTower, PenultimateSide, default_runtime, export_stem, int8_path, shipped_int8,
+from .bundled import (ImageNetTower, OnImageNetTower, default_runtime, export_stem, int8_path, shipped_int8,
                       tf_preprocess)
 from ..vocab import ancestors
 from .concepts import LANGUAGES, CocoSource, bank_ready, concept_bank, vocabulary_concepts
@@ -73,7 +73,7 @@ def _row_dtype(size: int, ssd: int) -> np.dtype:
     return np.dtype([("imagenet", np.float32, (3, size, size)), ("coco", np.uint8, (ssd, ssd, 3))])
 
 
-class SightEncoder(EncoderBase):
+class SightEncoder(OnImageNetTower, EncoderBase):
     """The Encoder for the bundled multi-source model; see the module docstring."""
 
     takes_pixels = True
@@ -91,11 +91,6 @@ class SightEncoder(EncoderBase):
 
     # -- the parts, loaded on first use ---------------------------------------------------------
 
-    @property
-    def tower(self) -> ImageNetTower:
-        if self._tower is None:
-            self._tower = ImageNetTower(self.params.variant, self.device)
-        return self._tower
 
     @property
     def coco(self) -> CocoSource:
@@ -187,12 +182,6 @@ class SightEncoder(EncoderBase):
         if not images:
             return self.empty()
         return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))
-
-    def feature_side(self) -> PenultimateSide:
-        """What `xlir train` reads: the ImageNet tower's pooled features, as for ConSE."""
-        tower = self._tower if self._tower is not None and self._tower.runtime == "torch" else \
-            ImageNetTower(self.params.variant, self.device, runtime="torch")
-        return PenultimateSide(self.spec.id, tower)
 
     # -- texts ----------------------------------------------------------------------------------
 
