@@ -21,8 +21,10 @@ recall@10 against the true nearest neighbours (computed here by brute force, str
 bench never holds the vectors). It prints figures and ratios (int8 / float, HNSW / exact) of
 runs in the same invocation; it asserts nothing about time.
 
-    python bench/scale.py --points 100000        # ~6 min on 2 cores
-    nice -n 15 python bench/scale.py              # 10^6 points: the figures in docs/scale.md
+    python bench/scale.py --points 100000        # ~6 min on 2 idle cores
+    python bench/scale.py                         # 10^6 points (hours on 2 cores)
+    python bench/scale.py --points 200000 --json scale.json && python bench/scale_plan.py scale.json docs/scale.md
+                                                  # docs/scale.md: these figures and the plan built on them
 """
 
 from __future__ import annotations

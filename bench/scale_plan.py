@@ -106,6 +106,10 @@ Planning uses the measured RSS per point (the upper bound above), rounded up:
 - int8 layout (xlir's from 10^6 points): **{fmt(math.ceil(plan_q/100)*100,0)} bytes of RAM** and
   **{fmt(math.ceil(q_disk/100)*100,0)} bytes of disk** per point per replica.
 
+Sizing on the heap alone ({fmt(q_heap,0)} bytes a point with int8) would take less than half
+of that: the rest is mapped pages of the files, which the kernel may drop, at the price of disk
+reads when searches rescore with the originals. The plan takes the upper bound.
+
 A server keeps its data the same way as the embedded engine (the same segment code); the
 server adds its own process and per-shard overhead, which is not measured here: add 1 GB per
 node and 20 % headroom.
@@ -185,9 +189,11 @@ shard: {fmt(scale8*T1/60/4,0)} min on 8 cores for the 8.33 M-point shards of 10^
 - 10^8: **{fmt(1e8/CPU_RATE/3600,0)} h** ({fmt(1e8/CPU_RATE/86400,0)} days) on one; {fmt(1e8/CPU_RATE/3600,0)} / N h.
 
 **GPU, assumed** (no GPU was measured here; `bench/gpu.sh` measures one): a data-centre GPU
-embeds **G = 250 12-MP JPEGs/s** with nvjpeg decoding, bounded by decoding, not by the model
-(the bundled model does 250/s on 2 CPU cores already; ViT-B/32 does thousands per second
-under bf16). Take G between 100 and 500 until `bench/gpu.sh` has run.
+node embeds **G = 250 12-MP JPEGs/s** with nvjpeg decoding, bounded by decoding, not by the
+ImageNet network (its int8 version alone does 250/s on 2 CPU cores; ViT-B/32 does thousands
+per second under bf16). The default model's COCO detector runs on the CPU through OpenCV
+(about 20 ms a photo per core here), so at 250/s it needs about 5 of the node's cores.
+Take G between 100 and 500 until `bench/gpu.sh` has run.
 
 | photos | 1 GPU | 8 GPUs | 32 GPUs | bytes read |
 | --- | --- | --- | --- | --- |
