@@ -158,14 +158,17 @@ def bank_ready() -> bool:
 
 
 def _split(flat: NDArray[np.float32], layout: list[tuple[str, int, str]]) -> Bank:
-    per_lang: dict[str, list[NDArray[np.float32]]] = {}
+    # The layout is set-major (each set's languages follow each other), so every set's
+    # (languages, n, dim) block is a view of ``flat``: the bank is held once, not copied.
+    per_lang: dict[str, NDArray[np.float32]] = {}
     at = 0
-    for name, n, _lang in layout:
-        per_lang.setdefault(name, []).append(flat[at : at + n])
-        at += n
-    stacked = {name: np.stack(parts) for name, parts in per_lang.items()}
-    centroid = {name: normalise(parts.mean(axis=0)) for name, parts in stacked.items()}
-    return Bank(stacked, centroid, flat[at : at + 1000])
+    for name in dict.fromkeys(name for name, _n, _lang in layout):
+        runs = [n for set_name, n, _lang in layout if set_name == name]
+        n = runs[0]
+        per_lang[name] = flat[at : at + n * len(runs)].reshape(len(runs), n, flat.shape[1])
+        at += n * len(runs)
+    centroid = {name: normalise(parts.mean(axis=0)) for name, parts in per_lang.items()}
+    return Bank(per_lang, centroid, flat[at : at + 1000])
 
 
 def _compute_bank(layout: list[tuple[str, int, str]]) -> NDArray[np.float32]:

@@ -146,7 +146,9 @@ class SightEncoder(OnImageNetTower, EncoderBase):
         return "first use: preparing the model once (~30 s)" if todo else ""
 
     def warm_up(self) -> None:
-        _ = self.tower, self.image_matrices(), self.text_bank()
+        # The image side only: an index run never needs the text bank (80 MB), and the first
+        # text query builds it (`xlir serve` warms up with one).
+        _ = self.tower, self.image_matrices()
         self.coco.warm_up()
 
     # -- images ---------------------------------------------------------------------------------
