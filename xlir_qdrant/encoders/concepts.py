@@ -140,8 +140,16 @@ def bank_layout() -> tuple[list[tuple[str, int, str]], str]:
 
 @functools.cache
 def concept_bank() -> Bank:
+    """The bank, held for the process (the text side reads all of it on every query)."""
+    return load_bank()
+
+
+def load_bank() -> Bank:
     """The bank: the shipped file when it matches the names and the installed mUSE, else
-    computed once (tens of seconds) and kept in the cache."""
+    computed once (tens of seconds) and kept in the cache. Not held: the image side needs only
+    its centroids, and an index run then does not keep the whole bank (41 MB) for nothing."""
+    if concept_bank.cache_info().currsize:
+        return concept_bank()
     layout, digest = bank_layout()
     rows = sum(n for _, n, _ in layout) + 1000
     flat = _shipped_bank(digest, rows)

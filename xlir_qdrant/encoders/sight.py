@@ -38,7 +38,7 @@ from .base import EncoderBase, PixelSpec, Relevance, normalise
 from .bundled import (ImageNetTower, OnImageNetTower, default_runtime, export_stem, int8_path, shipped_int8,
                       tf_preprocess)
 from ..vocab import ancestors
-from .concepts import LANGUAGES, CocoSource, bank_ready, concept_bank, vocabulary_concepts
+from .concepts import LANGUAGES, CocoSource, bank_ready, concept_bank, load_bank, vocabulary_concepts
 from .muse import muse_embed
 from .ort import softmax
 
@@ -101,7 +101,7 @@ class SightEncoder(OnImageNetTower, EncoderBase):
     def image_matrices(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """(1000, 512) ImageNet class vectors and (85, 512) COCO/people concept vectors."""
         if self._sides is None:
-            bank = concept_bank()
+            bank = load_bank()  # not held: an index run needs only these rows of it
             imagenet = normalise(bank.english + bank.centroid["imagenet"])
             coco = np.concatenate([bank.centroid["coco"], bank.centroid["people"]])
             self._sides = imagenet, coco
