@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import save
+from xlir_qdrant.images import decode as decoding
 from xlir_qdrant.images.decode import DecodeError, decode
 from xlir_qdrant.images.files import WalkErrors, scan
 from xlir_qdrant.store.schema import ancestors
@@ -92,3 +94,32 @@ def test_too_many_pixels_names_the_flag(tmp_path: Path) -> None:
     save(tmp_path / "huge.png", (0, 0, 0), size=(3000, 2000))
     with pytest.raises(DecodeError, match="--max-megapixels"):
         decode(str(tmp_path / "huge.png"), max_megapixels=5)
+
+
+
+def test_a_large_webp_is_decoded_reduced_upright_and_on_white(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = np.zeros((1500, 2400, 4), np.uint8)
+    base[..., 0] = 200  # red where opaque
+    base[..., 3] = 255
+    base[:, :1200, 3] = 0  # the left half transparent: white once composited
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown turned 90 degrees clockwise
+    path = tmp_path / "big.webp"
+    Image.fromarray(base, "RGBA").save(path, lossless=True, exif=exif)
+    factors = []
+    real = decoding._webp_reduced
+    monkeypatch.setattr(decoding, "_webp_reduced", lambda p, f: factors.append(f) or real(p, f))
+    out = decode(str(path), min_side=100).image
+    assert factors == [5]  # 1500 // (3 * 100): reduced by OpenCV while decoding
+    assert out.mode == "RGB" and out.size == (300, 480)  # upright: the EXIF turn applied
+    arr = np.asarray(out).astype(int)
+    assert np.allclose(arr[:100].reshape(-1, 3).mean(0), (255, 255, 255), atol=3)  # the transparent half
+    assert np.allclose(arr[-100:].reshape(-1, 3).mean(0), (200, 0, 0), atol=3)
+
+
+def test_a_webp_opencv_cannot_read_is_left_to_pillow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.webp"
+    Image.new("RGB", (1200, 900), (10, 200, 30)).save(path, lossless=True)
+    monkeypatch.setattr(decoding, "_webp_reduced", lambda _p, _f: None)
+    out = decode(str(path), min_side=100).image
+    assert out.size == (400, 300) and np.allclose(np.asarray(out)[5, 5], (10, 200, 30), atol=4)
