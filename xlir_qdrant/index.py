@@ -442,8 +442,7 @@ class Index:
         with self._lock:  # it reads the open shards too
             collections = tuple(replace(c, last_indexed=(ledger.last_index(c.name) or {}).get("at"))
                                 for c in store.collections())
-        # the collections' own files: not the lock, the ledger or a running server's address file
-        disk = None if self.settings.qdrant_url else disk_usage(self.settings.store_path / "collections")
+        disk = store.disk_bytes()
         return IndexStats(store=store.kind, location=self.location, device=device_summary(),
                           collections=collections, disk_bytes=disk)
 
@@ -479,21 +478,6 @@ def _when(value: When, name: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise BadValue(f"--{name} {text[:40]!r} is not a date: use YYYY-MM-DD, or YYYY-MM-DDTHH:MM") from None
-
-
-def disk_usage(folder: Path) -> int:
-    """Bytes ``folder`` takes on disk, as du counts them: allocated blocks, so the engine's
-    sparse, memory-mapped files count for what they hold, not for their length."""
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue  # gone since the walk listed it
-            blocks = getattr(st, "st_blocks", None)
-            total += blocks * 512 if blocks is not None else st.st_size
-    return total
 
 
 def index_roots(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -94,6 +94,10 @@ class Store(Protocol):
     def collections(self) -> list[CollectionInfo]:
         """Every xlir collection with its point counts (opens each one: for `xlir info`)."""
 
+    def disk_bytes(self) -> int | None:
+        """What the collections take on this machine's disk (None for a server, whose disk is
+        its own)."""
+
     def damage(self, name: str) -> str:
         """Why collection ``name`` cannot be opened safely, or "" when it can."""
 

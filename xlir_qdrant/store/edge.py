@@ -125,6 +125,21 @@ class EdgeStore(ClosesOnExit):
         self._handles[name] = handle
         return handle
 
+    def disk_bytes(self) -> int:
+        """The collections' own files, as du counts them: allocated blocks, so the engine's
+        sparse, memory-mapped files count for what they hold, not for their length (not the
+        lock, the ledger or a running server's address file)."""
+        total = 0
+        for root, _dirs, files in os.walk(self.root / "collections"):
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(root, name))
+                except OSError:
+                    continue  # gone since the walk listed it
+                blocks = getattr(st, "st_blocks", None)
+                total += blocks * 512 if blocks is not None else st.st_size
+        return total
+
     def collections(self) -> list[CollectionInfo]:
         infos = []
         if not (self.root / "collections").is_dir():  # no store here yet

@@ -131,6 +131,9 @@ class ServerStore(ClosesOnExit):
             retrying(self.location, "index the payload", lambda: self.client.create_payload_index(
                 name, TEXT_KEY, text, wait=True))
 
+    def disk_bytes(self) -> None:
+        return None  # the server's disk is not this machine's
+
     def collections(self) -> list[CollectionInfo]:
         infos = []
         for description in retrying(self.location, "list collections", self.client.get_collections).collections:
