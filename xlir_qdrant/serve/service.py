@@ -97,9 +97,9 @@ class Service:
         indexed folder embedded now. Files elsewhere are refused (send their bytes instead)."""
         self._not_blocked()
         for path in paths:
-            if not os.path.isabs(path):
-                raise BadQuery(f"paths must be absolute (the server does not know your working directory): {path}")
-        outside = [p for p in paths if self._servable(p) is None]
+            _absolute(path)
+        tops = self._tops()
+        outside = [p for p in paths if self._servable(p, tops) is None]
         if outside:
             raise Outside(f"{outside[0]} is not a file under a folder this index was built from"
                           + (f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""), outside)
@@ -147,19 +147,23 @@ class Service:
     def thumbnail(self, photo_id: str, size: int) -> Path:
         return self.thumbs.get(self.photo_file(photo_id), size)
 
-    def _servable(self, path: str) -> str | None:
-        """``path`` resolved, if it is a regular file under one of the collection's roots."""
+    def _servable(self, path: str, tops: Sequence[str] | None = None) -> str | None:
+        """``path`` resolved, if it is a regular file under one of the collection's roots
+        (``tops``, from _tops(): pass them when checking many paths, the ledger is read once)."""
         real = os.path.realpath(path)
         try:
             if not stat.S_ISREG(os.stat(real).st_mode):
                 return None
         except OSError:
             return None
-        for root in self.index.roots():
-            top = os.path.realpath(root)
+        for top in self._tops() if tops is None else tops:
             if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
                 return real
         return None
+
+    def _tops(self) -> list[str]:
+        """The collection's roots (from the ledger), resolved."""
+        return [os.path.realpath(root) for root in self.index.roots()]
 
     # -- indexing -------------------------------------------------------------------------------
 
@@ -169,10 +173,7 @@ class Service:
             raise BadQuery("no paths: name one or more folders to index")
         roots = []
         for path in paths:
-            expanded = os.path.expanduser(path.strip())
-            if not os.path.isabs(expanded):
-                raise BadQuery(f"paths must be absolute (the server does not know your working directory): {path}")
-            roots.append(os.path.normpath(expanded))
+            roots.append(os.path.normpath(_absolute(os.path.expanduser(path.strip()), shown=path)))
         return self.jobs.start(roots, lambda progress, cancel: self.index.index(
             roots, progress=progress, include_hidden=hidden, prune=prune, read_text=read_text, cancel=cancel))
 
@@ -228,3 +229,11 @@ class Service:
                 raise type(exc)(str(exc).replace(str(path), name or "the vocabulary")) from None
             except ValueError as exc:  # a malformed line: the parser names the file and the line
                 raise BadQuery(str(exc).replace(str(path), name or "the vocabulary")) from None
+
+
+def _absolute(path: str, *, shown: str | None = None) -> str:
+    """``path``, refused unless absolute: the server does not know the client's directory."""
+    if not os.path.isabs(path):
+        raise BadQuery(f"paths must be absolute (the server does not know your working directory): "
+                       f"{path if shown is None else shown}")
+    return path
