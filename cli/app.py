@@ -282,6 +282,13 @@ def open_shared(purpose: str, overrides: Overrides, *, any_collection: bool = Fa
     return Index(settings, purpose=purpose)
 
 
+def banner(idx: Index | RemoteIndex, where: str | None = None) -> None:
+    """The line a long command starts with: the model, where it runs, the store and collection."""
+    run = idx.runtime()
+    ui.err.print(f"model {run.model} on {where or f'{run.device} {run.precision}'} -> {idx.location} "
+                 f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
+
+
 def first_use(idx: Index | RemoteIndex, *, needed: bool = True) -> contextlib.AbstractContextManager[object]:
     """A spinner while a model is prepared on its first use on this machine (~30 s, once)."""
     note = idx.first_use_note() if needed else ""

@@ -15,7 +15,8 @@ from xlir_qdrant.index import DUPLICATE_THRESHOLD, index_roots, list_models
 
 from .app import (
     CollectionOpt, Command, DeviceOpt, JsonOpt, ModelOpt, OnDiskOpt, QuantizationOpt, RemoteCollectionOpt, ReplicasOpt,
-    ShardsOpt, StoreOpt, UrlOpt, WriteConsistencyOpt, errors, first_use, layout_options, open_index, open_shared, ui,
+    ShardsOpt, StoreOpt, UrlOpt, WriteConsistencyOpt, banner, errors, first_use, layout_options, open_index,
+    open_shared, ui,
 )
 from .render import (
     CheckProgress, IndexProgress, TransferProgress, check_notes, check_table, collections_table, duplicates_summary,
@@ -68,10 +69,7 @@ def index(
     with errors():
         index_roots(paths)  # all missing: refused before the banner, and before a store is made
         with open_shared("xlir index", settings) as idx:
-            run = idx.runtime()
-            where = f"Ray actors ({ray})" if ray else f"{run.device} {run.precision}"
-            ui.err.print(f"model {run.model} on {where} -> {idx.location} "
-                         f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
+            banner(idx, f"Ray actors ({ray})" if ray else None)
             with IndexProgress(ui.err) as bar:
                 report = idx.index(paths, progress=bar.on_event, include_hidden=hidden, prune=not keep_missing,
                                    read_text=read_text, layout=layout, ray=ray, ray_actors=ray_actors)

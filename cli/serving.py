@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from xlir_qdrant.config import Overrides
+from xlir_qdrant.serve.discovery import local_url
 from xlir_qdrant.serve.security import TOKEN_ENV, resolve_token
 
-from .app import CollectionOpt, Command, DeviceOpt, ModelOpt, StoreOpt, UrlOpt, errors, first_use, open_index, ui
+from .app import CollectionOpt, Command, DeviceOpt, ModelOpt, StoreOpt, UrlOpt, banner, errors, first_use, open_index, ui
 
 
 def serve(
@@ -39,13 +40,11 @@ def serve(
             from xlir_qdrant.serve.server import WebServer  # the web stack loads for this command only
 
             server = WebServer(idx, host=host, port=port, token=token)
-            run = idx.runtime()
-            ui.err.print(f"model {run.model} on {run.device} {run.precision} -> {idx.location} "
-                         f"(collection {idx.settings.collection})", highlight=False, markup=False, soft_wrap=True)
+            banner(idx)
             with first_use(idx):
                 server.service.warm_up()
             shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
-            address = f"http://[{shown}]:{server.port}" if ":" in shown else f"http://{shown}:{server.port}"
+            address = local_url(shown, server.port)
             ui.out.print(f"serving on {address}/  (Ctrl-C stops it)", highlight=False, markup=False, soft_wrap=True)
             if generated:
                 ui.out.print(f"token (shown once; set {TOKEN_ENV} to choose it): {token}", highlight=False,
