@@ -325,6 +325,31 @@ class OnImageNetTower:
             ImageNetTower(self.params.variant, self.device, runtime="torch")
         return PenultimateSide(self.spec.id, tower)
 
+    @property
+    def precision(self) -> str:
+        runtime = self._tower.runtime if self._tower is not None else default_runtime(self.device)
+        return "int8" if runtime == "onnxruntime" else "fp32"
+
+    def int8_pending(self) -> bool:
+        """Whether using the tower will first make its int8 network (no shipped or cached one)."""
+        return (self._tower is None and default_runtime(self.device) == "onnxruntime"
+                and shipped_int8(self.params.variant) is None
+                and not int8_path(export_stem(self.params.variant)).is_file())
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        if not images:
+            return self.empty()  # type: ignore[attr-defined]
+        return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))  # type: ignore[attr-defined]
+
+
+def top_t_weights(probs: NDArray[np.float32], top_t: int) -> NDArray[np.float32]:
+    """``probs`` with all but each row's ``top_t`` largest set to zero (ConSE's mixture)."""
+    t = max(1, min(top_t, probs.shape[1]))
+    top = np.argpartition(-probs, t - 1, axis=1)[:, :t]
+    weights = np.zeros_like(probs)
+    np.put_along_axis(weights, top, np.take_along_axis(probs, top, axis=1), axis=1)
+    return weights
+
 
 class ConseEncoder(OnImageNetTower, EncoderBase):
     """The Encoder for the bundled model; see the module docstring."""
@@ -336,9 +361,7 @@ class ConseEncoder(OnImageNetTower, EncoderBase):
         self.device = device
         self.params = params or ConseParams()
         self.input_size = _VARIANTS[self.params.variant][1]
-        self._tower: ImageNetTower | None = None
         self._labels: NDArray[np.float32] | None = None
-
 
     @property
     def labels(self) -> NDArray[np.float32]:
@@ -346,19 +369,8 @@ class ConseEncoder(OnImageNetTower, EncoderBase):
             self._labels = label_matrix(self.params)
         return self._labels
 
-    @property
-    def precision(self) -> str:  # type: ignore[override]
-        runtime = self._tower.runtime if self._tower is not None else default_runtime(self.device)
-        return "int8" if runtime == "onnxruntime" else "fp32"
-
     def first_use_note(self) -> str:
-        todo = []
-        if not (cache_dir() / _label_file(self.params)).is_file():
-            todo.append("its label matrix")
-        if self._tower is None and default_runtime(self.device) == "onnxruntime":
-            stem = export_stem(self.params.variant)
-            if shipped_int8(self.params.variant) is None and not int8_path(stem).is_file():
-                todo.append("its int8 network")
+        todo = not (cache_dir() / _label_file(self.params)).is_file() or self.int8_pending()
         return "first use: ~30 s to prepare, once" if todo else ""
 
     def warm_up(self) -> None:
@@ -378,16 +390,7 @@ class ConseEncoder(OnImageNetTower, EncoderBase):
 
     def bridge(self, probs: NDArray[np.float32]) -> NDArray[np.float32]:
         """ConSE: keep each image's top-T class probabilities and mix their label vectors."""
-        t = max(1, min(self.params.top_t, probs.shape[1]))
-        top = np.argpartition(-probs, t - 1, axis=1)[:, :t]
-        weights = np.zeros_like(probs)
-        np.put_along_axis(weights, top, np.take_along_axis(probs, top, axis=1), axis=1)
-        return normalise(weights @ self.labels)
-
-    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        if not images:
-            return self.empty()
-        return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))
+        return normalise(top_t_weights(probs, self.params.top_t) @ self.labels)
 
     def embed_texts(self, texts: Sequence[str], *, lang: str | None = None) -> NDArray[np.float32]:
         # mUSE is language-agnostic: ``lang`` is accepted for the protocol and ignored.

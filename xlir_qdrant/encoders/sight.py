@@ -35,8 +35,7 @@ from PIL import Image
 
 from ..records import ModelSpec
 from .base import EncoderBase, PixelSpec, Relevance, normalise
-from .bundled import (ImageNetTower, OnImageNetTower, default_runtime, export_stem, int8_path, shipped_int8,
-                      tf_preprocess)
+from .bundled import OnImageNetTower, tf_preprocess, top_t_weights
 from ..vocab import ancestors
 from .concepts import LANGUAGES, CocoSource, bank_ready, concept_bank, load_bank, vocabulary_concepts
 from .muse import muse_embed
@@ -82,15 +81,13 @@ class SightEncoder(OnImageNetTower, EncoderBase):
         self.spec = spec
         self.device = device
         self.params = params or SightParams()
-        self.input_size = 224
+        self.input_size = 224  # the Lite0 tower's crop
         self._row = _row_dtype(self.input_size, self.params.ssd_size)
-        self._tower: ImageNetTower | None = None
         self._coco: CocoSource | None = None
         self._sides: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
         self._text: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]] | None = None
 
     # -- the parts, loaded on first use ---------------------------------------------------------
-
 
     @property
     def coco(self) -> CocoSource:
@@ -133,16 +130,8 @@ class SightEncoder(OnImageNetTower, EncoderBase):
                     out[i] += self.params.people_pull * centroids[ids[parent]]
         return normalise(out)
 
-    @property
-    def precision(self) -> str:  # type: ignore[override]
-        runtime = self._tower.runtime if self._tower is not None else default_runtime(self.device)
-        return "int8" if runtime == "onnxruntime" else "fp32"
-
     def first_use_note(self) -> str:
-        todo = not bank_ready()
-        if self._tower is None and default_runtime(self.device) == "onnxruntime":
-            todo = todo or (shipped_int8(self.params.variant) is None
-                            and not int8_path(export_stem(self.params.variant)).is_file())
+        todo = not bank_ready() or self.int8_pending()
         return "first use: preparing the model once (~30 s)" if todo else ""
 
     def warm_up(self) -> None:
@@ -173,17 +162,8 @@ class SightEncoder(OnImageNetTower, EncoderBase):
         concept weights (n, 85)."""
         imagenet, coco = self.image_matrices()
         p = self.params
-        probs = softmax(logits, p.temperature)
-        t = max(1, min(p.top_t, probs.shape[1]))
-        top = np.argpartition(-probs, t - 1, axis=1)[:, :t]
-        weights = np.zeros_like(probs)
-        np.put_along_axis(weights, top, np.take_along_axis(probs, top, axis=1), axis=1)
+        weights = top_t_weights(softmax(logits, p.temperature), p.top_t)
         return normalise(normalise(weights @ imagenet) + p.detection_weight * (detections @ coco))
-
-    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        if not images:
-            return self.empty()
-        return self.embed_pixels(np.stack([self.preprocess(im) for im in images]))
 
     # -- texts ----------------------------------------------------------------------------------
 
