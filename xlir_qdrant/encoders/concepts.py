@@ -26,13 +26,12 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,12 +39,12 @@ from PIL import Image
 
 from ..cache import cache_dir, cached_array
 from ..errors import ModelUnavailable
+from ..vocab import LANGUAGES
 from .base import normalise
 from .muse import muse_embed
 
 log = logging.getLogger(__name__)
 
-LANGUAGES = ("en", "de", "fr", "es", "it", "ja", "ko", "pl", "ru", "tr", "zh")
 _DATA = "xlir_qdrant.encoders.data"
 
 
@@ -55,21 +54,6 @@ class Concept:
 
     key: str
     names: dict[str, tuple[str, ...]]
-
-
-class Source(Protocol):
-    """A model that turns an image into weights over its concepts."""
-
-    name: str
-    concepts: tuple[Concept, ...]
-
-    def prepare(self, image: Image.Image) -> NDArray[Any]:
-        """The model's input for one upright RGB image (on a worker thread; fixed shape)."""
-
-    def weights(self, batch: NDArray[Any]) -> NDArray[np.float32]:
-        """(n, len(concepts)) non-negative weights for a stacked batch of prepared inputs."""
-
-    def warm_up(self) -> None: ...
 
 
 @functools.cache
@@ -120,6 +104,7 @@ class Bank:
 BANK_FILE = "concept-bank.npz"  # shipped: mUSE is slow to embed 20k names (~30 s on 2 cores)
 
 
+@functools.cache
 def bank_layout() -> tuple[list[tuple[str, int, str]], str]:
     """The bank's rows as (set, concept index, language) runs, and a digest of everything the
     rows are computed from: an edited name or another mUSE makes a shipped bank unusable."""
@@ -160,9 +145,8 @@ def load_bank() -> Bank:
 
 def bank_ready() -> bool:
     """Whether concept_bank() loads without computing (for first-use notes)."""
-    layout, digest = bank_layout()
     return (resources.files(_DATA).joinpath(BANK_FILE).is_file() or
-            (cache_dir() / f"concept-bank-{digest}.npz").is_file())
+            (cache_dir() / f"concept-bank-{bank_layout()[1]}.npz").is_file())
 
 
 def _split(flat: NDArray[np.float32], layout: list[tuple[str, int, str]]) -> Bank:
@@ -358,10 +342,6 @@ def available() -> tuple[bool, str]:
         if importlib.util.find_spec(module) is None:
             return False, f"package {module} missing"
     return True, "bundled weights installed"
-
-
-def cpu_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 if __name__ == "__main__":  # python -m xlir_qdrant.encoders.concepts: rebuild the shipped bank

@@ -34,10 +34,10 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..records import ModelSpec
+from ..vocab import LANGUAGES, ancestors
 from .base import EncoderBase, PixelSpec, Relevance, normalise
 from .bundled import OnImageNetTower, tf_preprocess, top_t_weights
-from ..vocab import ancestors
-from .concepts import LANGUAGES, CocoSource, bank_ready, concept_bank, load_bank, vocabulary_concepts
+from .concepts import CocoSource, bank_ready, concept_bank, load_bank, vocabulary_concepts
 from .muse import muse_embed
 from .ort import softmax
 
