@@ -44,7 +44,7 @@ from .records import (
     CheckEvent, CheckReport, CollectionOptions, DuplicatesReport, Filter, IndexStats, IngestReport, ModelRow,
     ModelSpec, Point, Runtime, TagInfo, TagResult, TransferReport,
 )
-from .search import SORTS, SearchResult, search, sort_hits, to_hits, validate
+from .search import SORTS, SearchResult, photo_filter, search, sort_hits, to_hits, validate
 from .store import Collection, Store, open_store
 from .store.base import Serialised
 from .store.schema import file_path, point_id
@@ -303,8 +303,7 @@ class Index:
             raise BadQuery("--top-k must be at least 1")
         since, until = date_range(after, before)
         point = self._point(photo_id, with_vectors=True)
-        flt = Filter(under=tuple(os.path.abspath(os.path.expanduser(u)) for u in under),
-                     tags=tuple(resolve_tag(t) for t in tags), after=since, before=until)
+        flt = photo_filter(under, tuple(resolve_tag(t) for t in tags), since, until)
         scored = self.collection.query(point.vector, limit=top_k + 1, filter=flt, min_score=min_score)
         return SearchResult(hits=to_hits([s for s in scored if s.id != point.id][:top_k]),
                             model=self.model_spec().id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from .errors import BadQuery, BadValue
 from .images.decode import DecodeError, decode
 from .records import Filter, Hit, ScoredPoint
 from .store import Collection
+from .store.schema import photo_date
 
 
 # The default cut-off of calibrated scores: bench/quality.py --calibrate places the models'
@@ -60,7 +62,7 @@ def search(
 ) -> SearchResult:
     text = validate(query, image, top_k)
     negatives = tuple(n.strip() for n in negatives if n and n.strip())
-    flt = _filter(under, tags, after, before)
+    flt = photo_filter(under, tags, after, before)
     used_lang = query_language(encoder, text, lang) if text else lang
 
     positives = []
@@ -120,10 +122,7 @@ def to_hits(scored: list[ScoredPoint]) -> list[Hit]:
     hits = []
     for rank, sp in enumerate(scored, start=1):
         p = sp.payload
-        date = p.get("taken_at")
-        if not date and p.get("mtime_ns") is not None:
-            date = datetime.fromtimestamp(int(p["mtime_ns"]) / 1e9).isoformat(timespec="seconds")
-        hits.append(Hit(rank=rank, score=round(float(sp.score), 4), path=p.get("path", ""), date=date,
+        hits.append(Hit(rank=rank, score=round(float(sp.score), 4), path=p.get("path", ""), date=photo_date(p),
                         size=int(p.get("size", 0)), width=p.get("width"), height=p.get("height"),
                         id=sp.id, taken_at=p.get("taken_at"), tags=tuple(p.get("tags") or ()),
                         text=p.get("text") or None))
@@ -142,8 +141,9 @@ def sort_hits(hits: list[Hit], by: str = "score") -> list[Hit]:
     return dated + [h for h in hits if not h.date]
 
 
-def _filter(under: tuple[Path, ...], tags: tuple[str, ...] = (), after: datetime | None = None,
-            before: datetime | None = None) -> Filter | None:
+def photo_filter(under: Sequence[str | os.PathLike[str]] = (), tags: tuple[str, ...] = (),
+                 after: datetime | None = None, before: datetime | None = None) -> Filter | None:
+    """The payload filter for folders (made absolute), tag ids and a date range; None for none."""
     if not under and not tags and after is None and before is None:
         return None
     return Filter(under=tuple(os.path.abspath(os.path.expanduser(p)) for p in under), tags=tags, after=after,
