@@ -211,8 +211,7 @@ class BatchEmbedder(Generic[J, K]):
 
     def _prepare_gpu(self, file: str) -> _Ready | _Hit:
         if os.path.splitext(file)[1].lower() in RAW_EXTENSIONS:  # its preview is decoded on the CPU
-            sha = sha256_file(file) if self.hash_files else None
-            return self._known(sha) or self._decoded(file, sha)
+            return self._prepare(file)
         data = read_file(file)  # read once: hashed here, decoded on the GPU
         sha = hashlib.sha256(data).hexdigest() if self.hash_files else None
         if (hit := self._known(sha)) is not None:

@@ -82,7 +82,6 @@ EmbeddingFactory = Callable[[IngestOptions, Callable[[str], Point | None], Progr
 class _Scan:
     """What walking one root found."""
 
-    root: Path
     known: dict[str, dict[str, Any]]  # stored payloads under the root, by path
     todo: list[FileInfo] = field(default_factory=list)  # new or changed: to hash and embed
     stale: list[str] = field(default_factory=list)  # unchanged, but their tags are out of date
@@ -202,7 +201,7 @@ class IngestRun:
         return known, damaged
 
     def _scan(self, root: Path, known: dict[str, dict[str, Any]], damaged: set[str]) -> _Scan:
-        found = _Scan(root, known, errors=WalkErrors(report=self._skip_entry, report_folder=self._unreadable_folder))
+        found = _Scan(known, errors=WalkErrors(report=self._skip_entry, report_folder=self._unreadable_folder))
         for info in scan(root, include_hidden=self.options.include_hidden, errors=found.errors):
             self._check_cancel()
             found.seen.add(info.path)
