@@ -88,7 +88,8 @@ class EdgeStore(ClosesOnExit):
         if self._closed:
             raise RuntimeError("EdgeStore is closed")
         path = self._collection_dir(name)
-        existing = _read_vectors(path)
+        stored = _shard_config(path)
+        existing = _vectors(stored)
         if existing and existing != {spec.vector_name: spec.dim}:
             raise ModelMismatch(mismatch_message(name, existing, spec))
         if not existing and not create:
@@ -103,7 +104,7 @@ class EdgeStore(ClosesOnExit):
             self._check_health(name, path)
         # One shard on one machine: of the layout, only quantization, disk and HNSW apply.
         layout = None if existing else plan(options)
-        config = _edge_config(spec, self._optimize_after, layout, on_disk=_persisted(path).get("on_disk"))
+        config = _edge_config(spec, self._optimize_after, layout, on_disk=_vector_params(stored).get("on_disk"))
         try:
             # Loading with our config re-checks compatibility and records the current
             # optimizer policy (the layout it was made with stays as persisted);
@@ -112,7 +113,8 @@ class EdgeStore(ClosesOnExit):
             indexed = set(shard.info().payload_schema)
         except Exception as exc:  # Edge raises bare Exception; its text says which case
             raise self._translate(exc, name, spec) from exc
-        handle = EdgeCollection(shard, name, spec.vector_name, self, path, quantized=_quantized(path))
+        quantized = _quantized(stored if existing else _shard_config(path))  # a new shard: as just written
+        handle = EdgeCollection(shard, name, spec.vector_name, self, path, quantized=quantized)
         handle.trusted = trusted
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
@@ -446,30 +448,31 @@ def _edge_config(spec: ModelSpec, optimize_after: int, layout: Layout | None = N
     )
 
 
-def _persisted(path: Path) -> dict[str, Any]:
-    """The shard's one vector's persisted params ({} when there is no shard)."""
+def _shard_config(path: Path) -> dict[str, Any]:
+    """The shard's persisted config ({} when ``path`` holds no shard): read once, asked below."""
     try:
         data = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    vectors = list((data.get("vectors") or {}).values())
+    return data if isinstance(data, dict) else {}
+
+
+def _vector_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The shard's one vector's persisted params ({} unless there is exactly one)."""
+    vectors = list((config.get("vectors") or {}).values())
     return vectors[0] if len(vectors) == 1 else {}
 
 
-def _quantized(path: Path) -> bool:
-    """Whether the shard at ``path`` keeps int8 copies of its vectors (its persisted config)."""
-    try:
-        data = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(data.get("quantization_config") or _persisted(path).get("quantization_config"))
+def _quantized(config: dict[str, Any]) -> bool:
+    """Whether the shard keeps int8 copies of its vectors."""
+    return bool(config.get("quantization_config") or _vector_params(config).get("quantization_config"))
+
+
+def _vectors(config: dict[str, Any]) -> dict[str, int]:
+    """The shard's dense vectors as {name: dim}."""
+    return {name: int(params["size"]) for name, params in (config.get("vectors") or {}).items()}
 
 
 def _read_vectors(path: Path) -> dict[str, int]:
     """The shard's dense vectors as {name: dim}; {} when ``path`` holds no shard."""
-    try:
-        data = json.loads((path / _CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    vectors = data.get("vectors") or {}
-    return {name: int(params["size"]) for name, params in vectors.items()}
+    return _vectors(_shard_config(path))
