@@ -17,7 +17,6 @@ never deletes).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any
 
 from .encoders.registry import spec_for_vector
 from .errors import EmptyIndex, ModelMismatch, TransferIncomplete
-from .ingest.writer import Writer
+from .ingest.writer import Writer, store_lock
 from .records import CollectionOptions, ModelSpec, Point, TransferEvent, TransferReport
 from .store import Collection, Store
 from .store.base import missing_message
@@ -88,7 +87,7 @@ class _Copy:
                 f"is {self.spec.vector_name} ({self.spec.dim}-d): copy it under another name with "
                 f"--remote-collection NAME") from None
         self.emit(TransferEvent("total", n=total))
-        lock: Any = contextlib.nullcontext() if dest.thread_safe else threading.Lock()
+        lock = store_lock(dest)
         writer = Writer(dest, lock, self._stored)
         try:
             page: list[Point] = []

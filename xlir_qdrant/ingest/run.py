@@ -14,7 +14,6 @@ new, changed, reused, unchanged or skipped.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -37,7 +36,7 @@ from ..images.ocr import TextReader
 from ..records import Filter, IngestEvent, IngestReport, Point
 from ..store import Collection
 from ..store.schema import TEXT_KEY, damaged_rows, file_path, image_payload, point_id, shown, sound_vector
-from .writer import FLUSH_SECONDS, Writer
+from .writer import FLUSH_SECONDS, Writer, store_lock
 
 Progress = Callable[[IngestEvent], None]
 TAGS_KEY = "tags_key"  # the payload field naming what computed a point's tags
@@ -108,7 +107,7 @@ class IngestRun:
         self._counts: Counter[str] = Counter()  # IngestReport's fields, counted as the run goes
         # Workers look up hashes while the writer upserts: one call at a time, unless the
         # store (a Qdrant server over HTTP) takes concurrent calls.
-        self._lock: Any = contextlib.nullcontext() if collection.thread_safe else threading.Lock()
+        self._lock = store_lock(collection)
 
     def run(self, roots: Sequence[Path]) -> IngestReport:
         start = time.perf_counter()

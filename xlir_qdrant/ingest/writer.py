@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 from ..records import Point
 from ..store import Collection
@@ -22,6 +22,12 @@ from ..store import Collection
 # whatever the batch, so there it makes no difference).
 UPSERT_POINTS = 256
 FLUSH_SECONDS = 5.0
+
+
+def store_lock(collection: Collection) -> AbstractContextManager[object]:
+    """What the writer threads and their caller hold around each call to ``collection``: nothing
+    when it takes calls from many threads at once, else one lock."""
+    return nullcontext() if collection.thread_safe else threading.Lock()
 
 
 class Writer:
