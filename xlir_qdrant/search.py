@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,11 @@ class SearchResult:
     lang: str | None = None  # the query language a language-aware model was given
     calibrated: bool = False  # scores are calibrated relevance in 0..1, not cosines
     min_score: float | None = None  # the cut-off that was applied (a default one included)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the web API's answer), hits as their own to_dict()."""
+        return {"hits": [h.to_dict() for h in self.hits], "model": self.model, "lang": self.lang,
+                "calibrated": self.calibrated, "min_score": self.min_score}
 
 
 def query_language(encoder: Encoder, text: str, lang: str | None) -> str | None:

@@ -31,7 +31,6 @@ from ..errors import (
     BadQuery, BadValue, Cancelled, DiskFull, EmptyIndex, ModelMismatch, ModelUnavailable, NotFound, StoreLocked,
     StoreUnavailable, XlirError,
 )
-from ..index import SearchResult
 from .jobs import JobConflict
 from .security import ASGIApp, Guard, Message, Receive, Scope, Send, send_error
 from .service import Busy, NotAnImage, Outside, Service, TooLarge
@@ -131,7 +130,7 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
                           sort: str = "score") -> dict[str, Any]:
         result = await blocking(service.search, q, negatives=not_, top_k=top_k, min_score=min_score, lang=lang,
                                 under=in_, tags=tag, after=after, before=before, sort=sort)
-        return _hits(result)
+        return result.to_dict()
 
     @app.post("/api/search")
     async def search_image(image: Annotated[UploadFile | None, File()] = None, q: Annotated[str, Form()] = "",
@@ -149,7 +148,7 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
         result = await blocking(service.search, q, image=data, image_name=name, negatives=not_, top_k=top_k,
                                 min_score=min_score, lang=lang, under=in_, tags=tag, after=after, before=before,
                                 sort=sort)
-        return _hits(result)
+        return result.to_dict()
 
     @app.get("/api/similar/{photo_id}")
     async def similar(photo_id: str, top_k: TopK = 10, min_score: float | None = None,
@@ -158,7 +157,7 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
                       after: str | None = None, before: str | None = None) -> dict[str, Any]:
         result = await blocking(service.similar, photo_id, top_k=top_k, min_score=min_score, under=in_, tags=tag,
                                 after=after, before=before)
-        return _hits(result)
+        return result.to_dict()
 
     # -- tags ---------------------------------------------------------------------------------
 
@@ -271,11 +270,6 @@ def create_app(service: Service, *, token: str | None = None, loopback: bool = T
     app.add_middleware(Guard, token=token, loopback=loopback)
     app.add_middleware(Boundary)
     return app
-
-
-def _hits(result: SearchResult) -> dict[str, Any]:
-    return {"hits": [h.to_dict() for h in result.hits], "model": result.model, "lang": result.lang,
-            "calibrated": result.calibrated, "min_score": result.min_score}
 
 
 class TooLargeBody(HTTPException):
