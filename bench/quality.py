@@ -226,7 +226,7 @@ def calibrate(ids: list[str], images: list[Image.Image], queries, operating_poin
     most right answers to one-word queries such as "a woman".)"""
     encoder = load_encoder(DEFAULT_MODEL, device="cpu")
     img = np.concatenate([encoder.embed_images(images[i : i + 16]) for i in range(0, len(images), 16)])
-    _, _, centroids = encoder.text_bank()
+    centroids = encoder.text_bank().centroids
 
     def features(texts: list[str]) -> np.ndarray:
         qvec = encoder.embed_texts(texts)

@@ -113,6 +113,32 @@ def test_the_shipped_concept_bank_matches_the_names_it_is_made_of() -> None:
     assert concepts._shipped_bank(digest, rows) is not None
 
 
+def test_the_bank_is_read_from_the_cache_after_its_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
+    layout, digest = concepts.bank_layout()
+    rows = sum(n for _, n, _ in layout) + 1000
+    concepts.concept_bank.cache_clear()
+    try:
+        first = concepts.load_bank()  # from the shipped file, kept in the cache as float32
+        (kept,) = tmp_path.glob("concept-bank-*.npz")
+        assert digest in kept.name
+        with monkeypatch.context() as m:
+            m.setattr(concepts, "_shipped_bank", lambda *_a: pytest.fail("the shipped file read again"))
+            again = concepts.load_bank()
+        np.testing.assert_array_equal(again.names, first.names)
+        assert again.names.shape == (rows - 1000, 512) and again.names.dtype == np.float32
+        assert np.shares_memory(again.names, again.per_lang["vocabulary"])  # views, not copies
+        for name in concepts.SETS:
+            np.testing.assert_array_equal(again.centroid[name], first.centroid[name])
+        kept.write_bytes(kept.read_bytes()[:-1000])  # torn: rebuilt from the shipped file, one warning
+        caplog.clear()
+        np.testing.assert_array_equal(concepts.load_bank().names, first.names)
+        assert any("damaged" in r.getMessage() for r in caplog.records)
+    finally:
+        concepts.concept_bank.cache_clear()
+
+
 def test_a_damaged_or_foreign_shipped_bank_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     layout, digest = concepts.bank_layout()

@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from ..records import ModelSpec
-from ..vocab import LANGUAGES, ancestors
+from ..vocab import ancestors
 from .base import EncoderBase, PixelSpec, Relevance, normalise
 from .bundled import OnImageNetTower, tf_preprocess, top_t_weights
 from .concepts import CocoSource, bank_ready, concept_bank, load_bank, vocabulary_concepts
@@ -63,6 +63,19 @@ class SightParams:
     calibration: tuple[float, float, float, float] = (5.2714, 0.3351, 0.0, -3.7416)
 
 
+@dataclass(frozen=True, slots=True)
+class TextBank:
+    """What query expansion and relevance read: ``names`` (n, 512) is every concept name in
+    every language, ``owner`` (n,) the row of ``pull`` each name pulls a query towards (its
+    concept's centroid; for a kind of person, also towards "person"), and ``centroids`` the
+    concepts' plain centroids, in ``pull``'s order."""
+
+    names: NDArray[np.float32]
+    owner: NDArray[np.intp]
+    pull: NDArray[np.float32]
+    centroids: NDArray[np.float32]
+
+
 # The tag concepts the detector sees directly (vocabulary ids); kinds of them pull towards them.
 PEOPLE_CONCEPTS = ("person", "people")
 
@@ -85,7 +98,7 @@ class SightEncoder(OnImageNetTower, EncoderBase):
         self._row = _row_dtype(self.input_size, self.params.ssd_size)
         self._coco: CocoSource | None = None
         self._sides: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
-        self._text: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]] | None = None
+        self._text: TextBank | None = None
 
     # -- the parts, loaded on first use ---------------------------------------------------------
 
@@ -104,19 +117,18 @@ class SightEncoder(OnImageNetTower, EncoderBase):
             self._sides = imagenet, coco
         return self._sides
 
-    def text_bank(self) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32]]:
-        """Every concept name per language (rows), each row's concept centroid, and the
-        centroids themselves (for relevance)."""
+    def text_bank(self) -> TextBank:
+        """Every concept name per language, which concept each pulls towards, and the concepts'
+        centroids; views of the bank and a few small arrays, built once per process."""
         if self._text is None:
             bank = concept_bank()
-            names, targets = [], []
-            for key in ("imagenet", "coco", "people", "vocabulary"):
-                target = bank.centroid[key] if key != "vocabulary" else self._with_ancestors(bank.centroid[key])
-                for lang in range(len(LANGUAGES)):
-                    names.append(bank.per_lang[key][lang])
-                    targets.append(target)
-            centroids = np.concatenate([bank.centroid[k] for k in ("imagenet", "coco", "people", "vocabulary")])
-            self._text = np.concatenate(names), np.concatenate(targets), centroids
+            sets = tuple(bank.centroid)  # the bank's order, which its ``names`` rows follow
+            starts = np.cumsum([0] + [len(bank.centroid[k]) for k in sets])
+            owner = np.concatenate([np.tile(np.arange(starts[i], starts[i + 1]), len(bank.per_lang[k]))
+                                    for i, k in enumerate(sets)])
+            pull = [self._with_ancestors(bank.centroid[k]) if k == "vocabulary" else bank.centroid[k] for k in sets]
+            self._text = TextBank(bank.names, owner, np.concatenate(pull),
+                                  np.concatenate([bank.centroid[k] for k in sets]))
         return self._text
 
     def _with_ancestors(self, centroids: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -135,8 +147,8 @@ class SightEncoder(OnImageNetTower, EncoderBase):
         return "first use: preparing the model once (~30 s)" if todo else ""
 
     def warm_up(self) -> None:
-        # The image side only: an index run never needs the text bank (80 MB), and the first
-        # text query builds it (`xlir serve` warms up with one).
+        # The image side only: an index run never holds the whole concept bank (41 MB), and
+        # the first text query loads it (`xlir serve` warms up with one).
         _ = self.tower, self.image_matrices()
         self.coco.warm_up()
 
@@ -180,23 +192,22 @@ class SightEncoder(OnImageNetTower, EncoderBase):
 
     def expand(self, queries: NDArray[np.float32]) -> NDArray[np.float32]:
         """Pull each query towards the centroids of the concept names it is nearest to."""
-        names, targets, _ = self.text_bank()
+        bank = self.text_bank()
         p = self.params
-        sims = queries @ names.T
+        sims = queries @ bank.names.T
         k = min(p.expand_k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         near = np.take_along_axis(sims, top, axis=1)
         w = np.exp((near - near.max(axis=1, keepdims=True)) / p.expand_tau)
         w /= w.sum(axis=1, keepdims=True)
-        pull = np.einsum("nk,nkd->nd", w, targets[top])
+        pull = np.einsum("nk,nkd->nd", w, bank.pull[bank.owner[top]])
         return normalise(queries + p.expand_weight * pull)
 
     def relevance(self, queries: NDArray[np.float32]) -> Relevance | None:
         a, b, c, d = self.params.calibration
         if not any((a, b, c)):
             return None
-        _, _, centroids = self.text_bank()
-        r = queries @ centroids.T
+        r = queries @ self.text_bank().centroids.T
         mean, std, top = r.mean(axis=1), r.std(axis=1) + 1e-6, r.max(axis=1)
         # a*s + b*(s - mean)/std + c*(s - top) + d, as slope*s + offset per query
         return Relevance(slope=a + b / std + c, offset=d - b * mean / std - c * top)
