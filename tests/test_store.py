@@ -509,6 +509,39 @@ def test_edge_shard_held_outside_xlir_is_store_locked(tmp_path):
         raw.close()
 
 
+def _mapped_kb(prefix: Path) -> dict[str, int]:
+    """Files under ``prefix`` that this process maps, with the resident KB of each mapping."""
+    out, current = {}, None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 6:  # a mapping's header line
+            current = fields[5] if fields[5].startswith(str(prefix)) else None
+        elif current and fields[0] == "Rss:":
+            out[current] = out.get(current, 0) + int(fields[1])
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the engine drops cached pages on Linux only")
+def test_edge_load_holds_the_shards_small_files_resident_and_lets_go_after(tmp_path):
+    from xlir_qdrant.store.pagecache import SMALL, kept_in_cache
+
+    store = EdgeStore(tmp_path / "store")
+    store.collection("photos", SPEC, create=True).upsert(random_points(30))
+    store.close()
+    shard = tmp_path / "store" / "collections" / "photos"
+    files = [p for p in (shard / "segments").rglob("*") if p.is_file()]
+    small = {str(p): p.stat().st_size for p in files if 0 < p.stat().st_size <= SMALL}
+    assert len(small) >= 10 and any(p.stat().st_size > SMALL for p in files)  # bitmaps, and vector pages
+    with kept_in_cache(shard):
+        mapped = _mapped_kb(shard)
+        # each small file mapped with every page resident, so the kernel cannot drop it; no large one
+        assert set(mapped) == set(small)
+        assert all(mapped[path] * 1024 >= size for path, size in small.items())
+    assert _mapped_kb(shard) == {}
+    with EdgeStore(tmp_path / "store") as again:  # and the engine opens it with the files held
+        assert again.collection("photos", SPEC).count() == 30
+
+
 def test_edge_store_refuses_an_unsafe_collection_name(tmp_path):
     with EdgeStore(tmp_path) as store, pytest.raises(ConfigError):
         store.collection("../escape", SPEC, create=True)

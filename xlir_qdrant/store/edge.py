@@ -41,6 +41,7 @@ from . import health
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
 from .layout import RESCORE_OVERSAMPLING, Layout, plan
 from .lock import DirLock, locked_message
+from .pagecache import kept_in_cache
 from .schema import INDEXED_KEYWORDS, INDEXED_RANGES, TEXT_KEY
 
 T = TypeVar("T")
@@ -109,7 +110,11 @@ class EdgeStore(ClosesOnExit):
             # Loading with our config re-checks compatibility and records the current
             # optimizer policy (the layout it was made with stays as persisted);
             # create() refuses a directory that already holds segments.
-            shard = qe.EdgeShard.load(str(path), config) if existing else qe.EdgeShard.create(str(path), config)
+            if existing:
+                with kept_in_cache(path):  # Edge would re-read its bitmaps from disk (pagecache.py)
+                    shard = qe.EdgeShard.load(str(path), config)
+            else:
+                shard = qe.EdgeShard.create(str(path), config)
             indexed = set(shard.info().payload_schema)
         except Exception as exc:  # Edge raises bare Exception; its text says which case
             raise self._translate(exc, name, spec) from exc
