@@ -118,11 +118,17 @@ def test_the_bank_is_read_from_the_cache_after_its_first_use(tmp_path: Path, mon
     monkeypatch.setenv("XLIR_CACHE", str(tmp_path))
     layout, digest = concepts.bank_layout()
     rows = sum(n for _, n, _ in layout) + 1000
+    from xlir_qdrant.cache import save_array
+
+    # a sound cache of the same names unpacked from another shipped file: never used, cleared away
+    other = tmp_path / f"concept-bank-{digest}-000000000000.npz"
+    save_array(other, np.zeros((rows, 512), np.float32))
     concepts.concept_bank.cache_clear()
     try:
         first = concepts.load_bank()  # from the shipped file, kept in the cache as float32
         (kept,) = tmp_path.glob("concept-bank-*.npz")
-        assert digest in kept.name
+        assert digest in kept.name and kept != other
+        assert np.abs(first.names).sum() > 0
         with monkeypatch.context() as m:
             m.setattr(concepts, "_shipped_bank", lambda *_a: pytest.fail("the shipped file read again"))
             again = concepts.load_bank()

@@ -140,19 +140,31 @@ def load_bank() -> Bank:
     layout, digest = bank_layout()
     rows = sum(n for _, n, _ in layout) + 1000
 
-    def unpacked() -> NDArray[np.float32]:
-        flat = _shipped_bank(digest, rows)
-        return _compute_bank(layout) if flat is None else flat
-
     # The cache holds it as float32, uncompressed: read and checked in ~0.1 s, where inflating
-    # and dequantising the shipped file takes ~0.3 s of every new process's first query.
-    return _split(cached_array(f"concept-bank-{digest}.npz", (rows, 512), unpacked), layout)
+    # and dequantising the shipped file takes ~0.3 s of every new process's first query. It is
+    # named after the shipped file it was unpacked from, or "computed" when there is none.
+    stamp = _shipped_stamp(digest)
+    name = _cache_name(digest, stamp)
+
+    def unpacked() -> NDArray[np.float32]:
+        flat = _shipped_bank(digest, rows) if stamp else None
+        flat = _compute_bank(layout) if flat is None else flat
+        for old in cache_dir().glob("concept-bank-*.npz"):  # banks of other names or files
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        return flat
+
+    return _split(cached_array(name, (rows, 512), unpacked), layout)
 
 
 def bank_ready() -> bool:
     """Whether concept_bank() loads without computing (for first-use notes)."""
-    return (resources.files(_DATA).joinpath(BANK_FILE).is_file() or
-            (cache_dir() / f"concept-bank-{bank_layout()[1]}.npz").is_file())
+    digest = bank_layout()[1]
+    return _shipped_stamp(digest) is not None or (cache_dir() / _cache_name(digest, None)).is_file()
+
+
+def _cache_name(digest: str, stamp: str | None) -> str:
+    return f"concept-bank-{digest}-{stamp[:12] if stamp else 'computed'}.npz"
 
 
 def _split(flat: NDArray[np.float32], layout: list[tuple[str, int, str]]) -> Bank:
@@ -196,6 +208,17 @@ def write_bank(path: Path) -> None:
     q = np.round(flat / scale[:, None]).astype(np.int8)
     np.savez_compressed(path, q=q, scale=scale.astype(np.float32), digest=np.array(digest),
                         sha256=np.array(hashlib.sha256(q.tobytes() + scale.astype(np.float32).tobytes()).hexdigest()))
+
+
+def _shipped_stamp(digest: str) -> str | None:
+    """The shipped bank's recorded SHA-256 when it is the bank of these names (two small members
+    of the file are read), else None."""
+    ref = resources.files(_DATA).joinpath(BANK_FILE)
+    try:
+        with resources.as_file(ref) as path, np.load(path, allow_pickle=False) as stored:
+            return str(stored["sha256"]) if str(stored["digest"]) == digest else None
+    except Exception:  # noqa: BLE001 - absent or unreadable: the bank is computed
+        return None
 
 
 def _shipped_bank(digest: str, rows: int) -> NDArray[np.float32] | None:
