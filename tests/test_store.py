@@ -5,6 +5,7 @@ Backend-specific behaviour (file locks, server connection) is tested at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from xlir_qdrant.errors import (
 )
 from xlir_qdrant.records import Filter, ModelSpec, Point
 from xlir_qdrant.store import open_store
+from xlir_qdrant.store import edge as edge_module
 from xlir_qdrant.store.edge import EdgeStore
 from xlir_qdrant.store.server import ServerStore
 
@@ -514,15 +516,15 @@ def _mapped_kb(prefix: Path) -> dict[str, int]:
     out, current = {}, None
     for line in Path("/proc/self/smaps").read_text().splitlines():
         fields = line.split()
-        if "-" in fields[0] and len(fields) >= 6:  # a mapping's header line
-            current = fields[5] if fields[5].startswith(str(prefix)) else None
+        if not fields[0].endswith(":"):  # a mapping's header: address range, ..., and a path if any
+            current = fields[5] if len(fields) >= 6 and fields[5].startswith(str(prefix)) else None
         elif current and fields[0] == "Rss:":
             out[current] = out.get(current, 0) + int(fields[1])
     return out
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the engine drops cached pages on Linux only")
-def test_edge_load_holds_the_shards_small_files_resident_and_lets_go_after(tmp_path):
+def test_edge_load_holds_the_shards_small_files_resident_and_lets_go_after(tmp_path, monkeypatch):
     from xlir_qdrant.store.pagecache import SMALL, kept_in_cache
 
     store = EdgeStore(tmp_path / "store")
@@ -538,8 +540,41 @@ def test_edge_load_holds_the_shards_small_files_resident_and_lets_go_after(tmp_p
         assert set(mapped) == set(small)
         assert all(mapped[path] * 1024 >= size for path, size in small.items())
     assert _mapped_kb(shard) == {}
-    with EdgeStore(tmp_path / "store") as again:  # and the engine opens it with the files held
+
+    held = []  # the store opens the shard inside the holder, and it is let go after
+    real = edge_module.kept_in_cache
+
+    @contextlib.contextmanager
+    def recording(path: Path):
+        with real(path):
+            held.append(len(_mapped_kb(shard)))
+            yield
+    monkeypatch.setattr(edge_module, "kept_in_cache", recording)
+    with EdgeStore(tmp_path / "store") as again:
         assert again.collection("photos", SPEC).count() == 30
+    assert held == [len(small)] and _mapped_kb(shard) == {}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the engine drops cached pages on Linux only")
+def test_the_page_cache_holder_leaves_the_engine_file_descriptors(tmp_path):
+    import resource
+
+    from xlir_qdrant.store.pagecache import kept_in_cache
+
+    store = EdgeStore(tmp_path / "store")
+    store.collection("photos", SPEC, create=True).upsert(random_points(30))
+    store.close()
+    shard = tmp_path / "store" / "collections" / "photos"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 40, hard))  # fewer than the shard's small files
+    try:
+        with kept_in_cache(shard):
+            assert 0 < len(_mapped_kb(shard)) <= 20  # half of what is left, at most
+        with EdgeStore(tmp_path / "store") as again:  # the engine still has descriptors to open it with
+            assert again.collection("photos", SPEC).count() == 30
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_edge_store_refuses_an_unsafe_collection_name(tmp_path):

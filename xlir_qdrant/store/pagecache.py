@@ -8,8 +8,10 @@ points. The kernel never drops a page that some process has mapped, so for the l
 this process maps those files and touches each page: what the last process left in the cache
 costs a page-table walk (a few ms in all), and what it did not is read once, ahead.
 
-Linux only, where the engine advises so; elsewhere a no-op. Only files up to ``SMALL`` are
-touched: the large ones (vectors, payload pages) are read, or not, as the engine chooses.
+Linux only, where the engine advises so; elsewhere a no-op. Only regular files up to ``SMALL``
+are touched (the large ones, vectors and payload pages, are read or not as the engine chooses),
+and each map holds a file descriptor, so at most half of the descriptors this process has left
+(and ``MAX_HELD``) are used: the engine needs its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,29 +27,45 @@ from pathlib import Path
 import numpy as np
 
 SMALL = 2 << 20  # bytes: the bitmaps and trackers (1 MB each); not vector or payload pages (32 MB+)
+MAX_HELD = 512  # files: about six segments' worth; a shard has one or two after optimize()
 
 
 @contextlib.contextmanager
 def kept_in_cache(shard: Path) -> Iterator[None]:
     """While the block runs, the small files under ``shard/segments`` stay in the page cache."""
     maps: list[mmap.mmap] = []
-    if sys.platform == "linux":
+    try:
+        budget = _descriptors_to_spare() if sys.platform == "linux" else 0
         for root, _dirs, files in os.walk(shard / "segments"):
             for name in files:
+                if len(maps) >= budget:
+                    break
                 with contextlib.suppress(OSError, ValueError):
                     maps.append(_touched(os.path.join(root, name)))
-    try:
         yield
     finally:
         for m in maps:
             m.close()
 
 
+def _descriptors_to_spare() -> int:
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError, ValueError):
+        return 0
+    if soft == resource.RLIM_INFINITY:
+        return MAX_HELD
+    return max(0, min(MAX_HELD, (soft - used) // 2))
+
+
 def _touched(path: str) -> mmap.mmap:
+    st = os.stat(path, follow_symlinks=False)
+    if not stat.S_ISREG(st.st_mode) or not 0 < st.st_size <= SMALL:
+        raise ValueError(path)
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if not 0 < size <= SMALL:
-            raise ValueError(path)
         m = mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ)
     view = np.frombuffer(m, np.uint8)
     view[:: mmap.PAGESIZE].max()  # reading a byte of each page maps it into this process
