@@ -12,7 +12,7 @@ import pytest
 
 from test_store import SPEC, random_points
 from xlir_qdrant.errors import ConfigError
-from xlir_qdrant.records import CollectionOptions
+from xlir_qdrant.records import CollectionOptions, Filter
 from xlir_qdrant.store.edge import EdgeStore
 from xlir_qdrant.store.layout import plan
 from xlir_qdrant.store.server import ServerStore
@@ -95,6 +95,28 @@ def test_an_embedded_collection_keeps_its_int8_layout_and_exact_scores(tmp_path:
         assert [h.score for h in hits] == pytest.approx(expected[order].tolist(), abs=1e-5)  # rescored
     again = json.loads((tmp_path / "edge" / "collections" / "photos" / "edge_config.json").read_text())
     assert again["vectors"][SPEC.vector_name]["on_disk"] is True  # reopening kept it
+
+
+def test_an_embedded_collection_keeps_its_unique_keyword_indexes_on_disk(tmp_path: Path) -> None:
+    """Path and sha256 are memory-mapped at every size (a new process need not rebuild them);
+    the lists every filtered search reads stay in RAM; filters by them still work."""
+    import qdrant_edge as qe
+
+    points = random_points(50)
+    with EdgeStore(tmp_path / "edge") as edge:
+        edge.collection("photos", SPEC, create=True).upsert(points)
+    shard = qe.EdgeShard.load(str(tmp_path / "edge" / "collections" / "photos"))
+    schema = shard.info().payload_schema
+    shard.close()
+    on_disk = {field: getattr(schema[field].params, "on_disk", None) for field in ("path", "sha256", "dirs", "tags")}
+    assert on_disk == {"path": True, "sha256": True, "dirs": None, "tags": None}
+    with EdgeStore(tmp_path / "edge") as edge:
+        col = edge.collection("photos", SPEC)
+        wanted = points[7]
+        assert [h.id for h in col.query(wanted.vector, limit=3, filter=Filter(sha256=wanted.payload["sha256"]))] == [
+            wanted.id]
+        assert [h.id for h in col.query(wanted.vector, limit=3, filter=Filter(under=(wanted.payload["path"],)))] == [
+            wanted.id]
 
 
 def test_index_lays_out_a_new_embedded_collection_as_told(tmp_path: Path, colour_photos: Path) -> None:

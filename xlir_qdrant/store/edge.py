@@ -39,7 +39,7 @@ from ..errors import (
 from ..records import CollectionInfo, CollectionOptions, ModelSpec, Point, ScoredPoint
 from . import health
 from .base import ClosesOnExit, CollectionBase, mismatch_message, missing_message, point_floats
-from .layout import RESCORE_OVERSAMPLING, Layout, plan
+from .layout import EMBEDDED_ON_DISK, RESCORE_OVERSAMPLING, Layout, plan
 from .lock import DirLock, locked_message
 from .pagecache import kept_in_cache
 from .schema import INDEXED_KEYWORDS, INDEXED_RANGES, TEXT_KEY
@@ -100,9 +100,10 @@ class EdgeStore(ClosesOnExit):
         if name in self._handles:
             return self._handles[name]  # already open for this model (checked above)
         health.require_space(self.root)
-        trusted = not existing or health.known_good(path)
-        if not trusted:
-            self._check_health(name, path)
+        closed = health.as_closed(path) if existing else None
+        if existing and closed is None:
+            self._check_health(name, path)  # in a child process first: it may be damaged
+        trusted = not existing or (closed is not None and closed.verified)
         # One shard on one machine: of the layout, only quantization, disk and HNSW apply.
         layout = None if existing else plan(options)
         config = _edge_config(spec, self._optimize_after, layout, on_disk=_vector_params(stored).get("on_disk"))
@@ -123,7 +124,7 @@ class EdgeStore(ClosesOnExit):
         handle.trusted = trusted
         for field in INDEXED_KEYWORDS:
             if field not in indexed:
-                handle.create_keyword_index(field, on_disk=layout.index_on_disk(field) if layout else False)
+                handle.create_keyword_index(field, on_disk=field in EMBEDDED_ON_DISK)
         if TEXT_KEY not in indexed:
             handle.create_text_index(TEXT_KEY)
         for field, kind in INDEXED_RANGES.items():
@@ -173,7 +174,7 @@ class EdgeStore(ClosesOnExit):
     def damage(self, name: str) -> str:
         """Why collection ``name`` cannot be opened, or "" when it can (opened in a child)."""
         path = self._collection_dir(name)
-        if name in self._handles or health.known_good(path):
+        if name in self._handles or health.as_closed(path) is not None:
             return ""
         try:
             self._check_health(name, path)
@@ -221,8 +222,9 @@ class EdgeStore(ClosesOnExit):
         if path.name in self._handles:
             info = self._handles[path.name].info()
             return CollectionInfo(path.name, model, dim, info.points_count, info.indexed_vectors_count)
-        trusted = health.known_good(path)
-        if not trusted and not (found := health.probe(path)).ok:
+        closed = health.as_closed(path)
+        trusted = closed is not None and closed.verified
+        if closed is None and not (found := health.probe(path)).ok:
             return CollectionInfo(path.name, model, dim, 0, None, problem=damaged_message(path.name, self.root,
                                                                                          found.reason))
         health.require_space(self.root)
