@@ -577,6 +577,34 @@ def test_the_page_cache_holder_leaves_the_engine_file_descriptors(tmp_path):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+def test_a_shard_is_probed_once_after_a_kill_and_trusted_only_once_verified(tmp_path, monkeypatch):
+    from xlir_qdrant.store import health
+
+    store = EdgeStore(tmp_path / "store")
+    store.collection("photos", SPEC, create=True).upsert(random_points(20))
+    store.close()
+    shard = tmp_path / "store" / "collections" / "photos"
+    health.write_state(shard, health.ShardState(clean=False))  # as a killed run leaves it
+    probes = []
+    real = health.probe
+    monkeypatch.setattr(health, "probe", lambda path: probes.append(path) or real(path))
+
+    def reopen() -> bool:
+        with EdgeStore(tmp_path / "store") as again:
+            col = again.collection("photos", SPEC)
+            assert col.count() == 20
+            trusted = col.trusted
+            if len(probes) == 2:
+                col.mark_verified()  # as an index run does once it has read every vector
+            return trusted
+
+    assert reopen() is False and len(probes) == 1  # opened in a child first, then not trusted
+    assert reopen() is False and len(probes) == 1  # closed cleanly since, unchanged: not probed again
+    os.utime(next(shard.rglob("*.dat")))  # a file changed from outside: probed again
+    assert reopen() is False and len(probes) == 2
+    assert reopen() is True and len(probes) == 2  # verified, then closed cleanly: trusted
+
+
 def test_edge_store_refuses_an_unsafe_collection_name(tmp_path):
     with EdgeStore(tmp_path) as store, pytest.raises(ConfigError):
         store.collection("../escape", SPEC, create=True)

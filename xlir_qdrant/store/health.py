@@ -10,11 +10,14 @@ So each collection directory has a small state file beside it (``<name>.state.js
     points       how many points it held then
     verified     its vectors have been read and checked since it was last found not intact
 
-A shard whose state is clean, verified and whose files are as they were is opened directly, and
-trusted: its vectors are not re-read on every rescan. Any other
-(a run was killed, or the files were changed from outside) is first opened by a child process:
-if the child dies or reports an error, or the shard holds fewer points than it did when it was
-last closed cleanly, it is damaged, and the user is told to run `xlir check --repair`.
+A shard whose state is clean and whose files are as they were opens as it did then, so it is
+opened directly; if it is also verified it is trusted: its vectors are not re-read on every
+rescan. Any other (a run was killed, or the files were changed from outside) is first opened by
+a child process: if the child dies or reports an error, or the shard holds fewer points than it
+did when it was last closed cleanly, it is damaged, and the user is told to run `xlir check
+--repair`. A shard that passed and was closed cleanly since is not probed again (each `xlir
+search` would pay a second open), though it stays untrusted until an index run has read every
+vector.
 """
 
 from __future__ import annotations
@@ -90,9 +93,11 @@ def fingerprint(shard_dir: Path) -> str:
     return h.hexdigest()
 
 
-def known_good(shard_dir: Path) -> bool:
+def as_closed(shard_dir: Path) -> ShardState | None:
+    """The shard's state when it was last closed cleanly and no file in it has changed since
+    (it opens as it did then), else None."""
     state = read_state(shard_dir)
-    return state is not None and state.clean and state.verified and state.fingerprint == fingerprint(shard_dir)
+    return state if state is not None and state.clean and state.fingerprint == fingerprint(shard_dir) else None
 
 
 @dataclass(frozen=True, slots=True)
