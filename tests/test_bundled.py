@@ -226,7 +226,7 @@ def test_muse_weights_are_read_from_a_sealed_uncompressed_copy(monkeypatch: pyte
 
 def test_first_use_is_announced_and_later_loads_are_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     encoder = load_encoder(CONSE, device="cpu")
-    encoder.warm_up()  # the shared test cache now holds the label matrix and the int8 network
+    encoder.warm_up()  # the shared test cache now holds the label matrix
     fresh = load_encoder(CONSE, device="cpu")
     assert fresh.first_use_note() == ""
     assert fresh.precision == encoder.precision == "int8"
@@ -235,12 +235,14 @@ def test_first_use_is_announced_and_later_loads_are_not(monkeypatch: pytest.Monk
     name = bundled._label_file(fresh.params)
     (tmp_path / name).write_bytes((TEST_CACHE / name).read_bytes())
     assert fresh.first_use_note() == ""  # the int8 network ships with xlir
+    shipped = bundled.shipped_int8(fresh.params.variant)
+    assert shipped is not None
     monkeypatch.setitem(bundled.SHIPPED_INT8, "lite0", bundled.SHIPPED_INT8["lite0"][:2] + ("0" * 64,))
     bundled.shipped_int8.cache_clear()
     try:  # a shipped file that is not the one recorded is not used: the network is made here
         assert fresh.first_use_note().startswith("first use:")
         stem = bundled.export_stem(fresh.params.variant)
-        (tmp_path / bundled.int8_path(stem).name).write_bytes(bundled.int8_path(TEST_CACHE / stem.name).read_bytes())
+        (tmp_path / bundled.int8_path(stem).name).write_bytes(shipped.read_bytes())  # as if made here
         assert fresh.first_use_note() == ""
     finally:
         bundled.shipped_int8.cache_clear()

@@ -46,6 +46,26 @@ def test_specific_tags_bring_their_parents_and_stored_tags_find_them(tmp_path: P
     assert tags[2].name == "Blume" and [t.rank for t in tags] == [1, 2, 3, 4]
 
 
+def test_equal_scores_keep_vocabulary_order() -> None:
+    """Tags that tie (here: every concept without a colour word) come in vocabulary order, so
+    stored tags and the table are the same on every machine, whatever sort numpy picks."""
+    from xlir_qdrant.encoders.registry import load_encoder
+    from xlir_qdrant.tagging.tagger import Tagger
+    from xlir_qdrant.vocab import load_vocabulary
+
+    encoder = load_encoder("fake-colour")
+    vocabulary = load_vocabulary()
+    tagger = Tagger(encoder, vocabulary)
+    [tags] = tagger.tag(encoder.embed_texts(["blue"]), top_k=len(vocabulary), min_score=-1.0, free=vocabulary)
+    position = {c.id: i for i, c in enumerate(vocabulary)}
+    by_score: dict[float, list[int]] = {}
+    for tag in tags:
+        by_score.setdefault(tag.score, []).append(position[tag.id])
+    ties = [group for group in by_score.values() if len(group) > 1]
+    assert sum(len(group) for group in ties) > 100  # the case is really there
+    assert all(group == sorted(group) for group in ties)
+
+
 def test_coffee_has_japanese_coffee_tag(bundled: Index) -> None:
     assert "コーヒー" in names(bundled, SKIMAGE / "coffee.png", "ja")
 

@@ -135,7 +135,8 @@ class Tagger:
         scores = self.scores(np.atleast_2d(vectors), lang, free=free)
         out = []
         for row in scores:
-            order = np.argsort(-row)[: max(top_k, 0)]
+            # stable: equal scores keep vocabulary order, whatever sort the CPU gets
+            order = np.argsort(-row, kind="stable")[: max(top_k, 0)]
             tags = [Tag(rank=r + 1, id=concepts[i].id, name=concepts[i].name(lang), lang=lang,
                         score=round(float(row[i]), 4))
                     for r, i in enumerate(order) if row[i] >= min_score]
