@@ -96,7 +96,6 @@ def test_too_many_pixels_names_the_flag(tmp_path: Path) -> None:
         decode(str(tmp_path / "huge.png"), max_megapixels=5)
 
 
-
 def test_a_large_webp_is_decoded_reduced_upright_and_on_white(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = np.zeros((1500, 2400, 4), np.uint8)
     base[..., 0] = 200  # red where opaque

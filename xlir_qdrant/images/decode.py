@@ -157,11 +157,12 @@ def _pixels(im: Image.Image, orientation: int, min_side: int, budget: DecodeBudg
     try:
         if im.format == "JPEG" and min_side:
             im.draft("RGB", (min_side, min_side))
-        webp = (im.format == "WEBP" and _factor(im, min_side) >= 2 and bool(getattr(im, "filename", ""))
+        factor = _factor(im, min_side)
+        webp = (im.format == "WEBP" and factor >= 2 and bool(getattr(im, "filename", ""))
                 and not getattr(im, "is_animated", False))  # a file on disk, one frame
         per_pixel = _WEBP_CV2_BYTES if webp else _DECODE_BYTES.get(im.format or "", 4)
         with budget.hold(im.width * im.height * per_pixel) if budget is not None else contextlib.nullcontext():
-            small = _webp_reduced(im.filename, _factor(im, min_side)) if webp else None
+            small = _webp_reduced(im.filename, factor) if webp else None
             if small is None:
                 im.load()
                 small = _reduce(im, min_side)

@@ -36,16 +36,22 @@ def kept_in_cache(shard: Path) -> Iterator[None]:
     maps: list[mmap.mmap] = []
     try:
         budget = _descriptors_to_spare() if sys.platform == "linux" else 0
-        for root, _dirs, files in os.walk(shard / "segments"):
-            for name in files:
+        if budget:
+            for path in _files(shard / "segments"):  # the walk stops with the budget
+                with contextlib.suppress(OSError, ValueError):
+                    maps.append(_touched(path))
                 if len(maps) >= budget:
                     break
-                with contextlib.suppress(OSError, ValueError):
-                    maps.append(_touched(os.path.join(root, name)))
         yield
     finally:
         for m in maps:
             m.close()
+
+
+def _files(folder: Path) -> Iterator[str]:
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            yield os.path.join(root, name)
 
 
 def _descriptors_to_spare() -> int:
